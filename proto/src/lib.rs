@@ -1,0 +1,41 @@
+//! Fleet's gRPC contracts: the generated messages, clients and servers of
+//! every service, and the encoded `FileDescriptorSet` the gateway builds its
+//! routes from and the services serve through reflection.
+
+#![allow(clippy::derive_partial_eq_without_eq)]
+
+/// The encoded `FileDescriptorSet` of every Fleet proto, with source info and
+/// imports (including `google.api.http`), as protox compiled it.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fleet_descriptor.bin"));
+
+/// `google.api` (the HTTP annotations).
+pub mod google {
+    #[allow(missing_docs)]
+    pub mod api {
+        tonic::include_proto!("google.api");
+    }
+}
+
+/// The users service.
+pub mod users {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("fleet.users.v1");
+    }
+}
+
+/// The auth service.
+pub mod auth {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("fleet.auth.v1");
+    }
+}
+
+/// Domain events.
+pub mod events {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("fleet.events.v1");
+    }
+}

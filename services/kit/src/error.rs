@@ -1,0 +1,139 @@
+//! Errors at the gRPC edge. Each service has its own error enum and maps it to
+//! [`tonic::Status`] in one place with these helpers: validation failures carry
+//! `google.rpc.BadRequest` field violations; internal failures are logged once
+//! with their cause chain and reach the caller only as an opaque message.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, in snake_case as on the wire.
+    pub field: String,
+    /// What is wrong with it, for a person to read.
+    pub message: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The field violations found while validating one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, message));
+    }
+
+    /// Runs a parser and records its error under `field`; `None` on error.
+    pub fn check<T, E: fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(err) => {
+                self.add(field, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// `Ok(())` when nothing was recorded.
+    pub fn into_result(self) -> Result<(), Violations> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    /// The recorded violations.
+    pub fn iter(&self) -> impl Iterator<Item = &FieldViolation> {
+        self.0.iter()
+    }
+}
+
+impl From<FieldViolation> for Violations {
+    fn from(v: FieldViolation) -> Self {
+        Self(vec![v])
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.message))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` detail per field.
+pub fn invalid_argument(violations: &Violations) -> Status {
+    let mut details = ErrorDetails::new();
+    for v in violations.iter() {
+        details.add_bad_request_violation(v.field.clone(), v.message.clone());
+    }
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {violations}"),
+        details,
+    )
+}
+
+/// An opaque `INTERNAL` status. The cause chain is logged here, once, and
+/// never sent to the caller.
+pub fn internal(err: &anyhow::Error) -> Status {
+    tracing::error!(error = format!("{err:#}"), "internal error");
+    Status::internal("internal error")
+}
+
+/// The field violations a status carries, for clients and tests.
+pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
+    status
+        .get_details_bad_request()
+        .map(|br| {
+            br.field_violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_round_trips_its_field_violations() {
+        let mut v = Violations::new();
+        v.add("email", "is not an email address");
+        v.add("password", "must be at least 12 characters");
+        let status = invalid_argument(&v);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<_> = field_violations(&status).into_iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["email", "password"]);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let err = anyhow::anyhow!("connection to postgres://secret@db refused");
+        let status = internal(&err);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+}

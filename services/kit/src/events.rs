@@ -1,0 +1,83 @@
+//! Domain events: construction, routing keys, and the bus they travel on.
+//! The in-process bus is the embedded default; RabbitMQ plugs in behind the
+//! same [`EventPublisher`] port.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use fleet_proto::events::v1::{Event, event::Payload};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// The routing key of a payload: `<aggregate>.<event>`.
+pub fn event_type(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::UserCreated(_) => "user.created",
+        Payload::UserUpdated(_) => "user.updated",
+        Payload::UserDeleted(_) => "user.deleted",
+        Payload::LoginSucceeded(_) => "auth.login_succeeded",
+        Payload::LoginFailed(_) => "auth.login_failed",
+        Payload::SessionCreated(_) => "session.created",
+        Payload::SessionRevoked(_) => "session.revoked",
+        Payload::PasswordChanged(_) => "password.changed",
+    }
+}
+
+/// A new event about `subject` (a user id), produced by `producer` at `at`.
+pub fn new_event(
+    producer: &str,
+    subject: Option<Uuid>,
+    at: DateTime<Utc>,
+    payload: Payload,
+) -> Event {
+    Event {
+        id: Uuid::now_v7().to_string(),
+        r#type: event_type(&payload).to_string(),
+        occurred_at: Some(crate::time::to_timestamp(at)),
+        subject_user_id: subject.map(|s| s.to_string()).unwrap_or_default(),
+        trace_context: Default::default(),
+        producer: producer.to_string(),
+        payload: Some(payload),
+    }
+}
+
+/// Where the outbox relay hands events over.
+#[async_trait::async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Publishes one event; `Ok` only once the bus has taken it.
+    async fn publish(&self, event: &Event) -> anyhow::Result<()>;
+}
+
+/// The embedded event bus: a broadcast channel inside the process.
+#[derive(Debug, Clone)]
+pub struct InProcessBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl InProcessBus {
+    /// A bus that buffers up to `capacity` events per slow subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity);
+        Self { tx }
+    }
+
+    /// Receives every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventPublisher for InProcessBus {
+    async fn publish(&self, event: &Event) -> anyhow::Result<()> {
+        // No subscriber is not a failure: nobody is listening yet.
+        let _ = self.tx.send(Arc::new(event.clone()));
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! The gRPC server bootstrap every service uses: its routes plus tonic-health
+//! and tonic-reflection, the authentication layer, a listener that was bound
+//! beforehand (tests bind port 0), and graceful shutdown.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Server};
+use tonic_health::ServingStatus;
+
+use crate::{layer::AuthLayer, token::TokenVerifier};
+
+/// Serves `routes` on `listener` until `shutdown` resolves. `services` are the
+/// fully-qualified names reported as SERVING through grpc.health.v1.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    services: &[&str],
+    verifier: Arc<TokenVerifier>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in services {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fleet_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, ?services, "gRPC server listening");
+    let routes = routes.add_service(health_service).add_service(reflection);
+    Server::builder()
+        .layer(AuthLayer::new(verifier))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            for name in services {
+                health.set_service_status(*name, ServingStatus::NotServing).await;
+            }
+        })
+        .await
+        .context("gRPC server failed")
+}

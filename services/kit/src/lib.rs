@@ -1,0 +1,26 @@
+//! What every Fleet service shares: typed configuration, logging, the gRPC
+//! server bootstrap, error mapping, store connections and migrations, an
+//! injected clock, access-token verification, the transactional outbox and
+//! the in-process event bus.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod layer;
+pub mod outbox;
+pub mod revocation;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod time;
+pub mod token;
+
+pub use clock::{Clock, SharedClock, SystemClock};
+pub use secret::Secret;
+pub use store::Db;

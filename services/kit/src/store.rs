@@ -1,0 +1,226 @@
+//! Store connections from a URL (`postgres://` or `sqlite://`) and migrations
+//! per backend. In PostgreSQL every service owns a schema of one database
+//! (its connections' `search_path`); embedded, every service owns a SQLite file.
+//!
+//! Stores are written once per service and instantiated for both backends on
+//! their native sqlx types (see [`Backend`]); the same contract tests run
+//! against each.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::{Context, bail};
+use sqlx::{
+    Pool, Postgres, Sqlite,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+};
+
+/// What differs between the backends, for code written once for both.
+pub trait Backend: sqlx::Database {
+    /// The statement that opens a write transaction. SQLite takes the write
+    /// lock up front so concurrent writers queue instead of failing.
+    const BEGIN_WRITE: &'static str;
+}
+
+impl Backend for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+}
+
+impl Backend for Sqlite {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+}
+
+/// A connected store of one service.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// PostgreSQL, with `search_path` set to the service's schema.
+    Postgres(Pool<Postgres>),
+    /// An embedded SQLite file.
+    Sqlite(Pool<Sqlite>),
+}
+
+/// A service's migrations, one set per backend.
+#[derive(Debug)]
+pub struct Migrations {
+    /// Migrations for PostgreSQL.
+    pub postgres: Migrator,
+    /// Migrations for SQLite.
+    pub sqlite: Migrator,
+}
+
+/// The outbox migrations every service runs before its own. Their versions
+/// are below 100; services number theirs from 100.
+fn kit_migrations() -> Migrations {
+    Migrations {
+        postgres: sqlx::migrate!("migrations/postgres"),
+        sqlite: sqlx::migrate!("migrations/sqlite"),
+    }
+}
+
+impl Db {
+    /// Connects to `url`; in PostgreSQL the service's tables live in `schema`,
+    /// which is created when missing.
+    pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Db> {
+        if !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') || schema.is_empty() {
+            bail!("schema name {schema:?} must be lowercase letters and underscores");
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .context("invalid PostgreSQL URL")?
+                .options([("search_path", schema)]);
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .context("connecting to PostgreSQL")?;
+            // The name was checked above; identifiers cannot be bound.
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+            if let Err(err) = sqlx::query(&create).execute(&pool).await {
+                // Two processes creating the schema at once: one loses the race.
+                let raced = err
+                    .as_database_error()
+                    .is_some_and(|e| e.is_unique_violation());
+                if !raced {
+                    return Err(err).context("creating the service schema");
+                }
+            }
+            Ok(Db::Postgres(pool))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .context("invalid SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening SQLite database {file}"))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            bail!("unsupported database URL: expected postgres:// or sqlite://")
+        }
+    }
+
+    /// Runs the outbox migrations, then the service's.
+    pub async fn migrate(&self, service: &Migrations) -> anyhow::Result<()> {
+        let kit = kit_migrations();
+        match self {
+            Db::Postgres(pool) => {
+                run(kit.postgres, pool).await?;
+                run(clone_migrator(&service.postgres), pool).await
+            }
+            Db::Sqlite(pool) => {
+                run(kit.sqlite, pool).await?;
+                run(clone_migrator(&service.sqlite), pool).await
+            }
+        }
+    }
+
+    /// "postgres" or "sqlite".
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(pool) => pool.close().await,
+            Db::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+fn clone_migrator(m: &Migrator) -> Migrator {
+    Migrator {
+        migrations: m.migrations.clone(),
+        ignore_missing: m.ignore_missing,
+        locking: m.locking,
+        no_tx: m.no_tx,
+    }
+}
+
+async fn run<DB>(mut migrator: Migrator, pool: &Pool<DB>) -> anyhow::Result<()>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+{
+    // The kit's and the service's migrations share one history table.
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.context("running migrations")
+}
+
+/// The database URL of one service: its own if configured, else the shared
+/// one, else a SQLite file `<data_dir>/<service>.db`. A shared SQLite URL is
+/// split per service too (`fleet.db` → `fleet-users.db`), since services
+/// never share tables.
+pub fn service_database_url(
+    own: Option<&str>,
+    shared: Option<&str>,
+    data_dir: &Path,
+    service: &str,
+) -> String {
+    if let Some(url) = own.filter(|u| !u.is_empty()) {
+        return url.to_string();
+    }
+    match shared.filter(|u| !u.is_empty()) {
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(rest) => {
+                let (file, query) = rest.split_once('?').map_or((rest, None), |(f, q)| (f, Some(q)));
+                let path = Path::new(file);
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("fleet");
+                let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("db");
+                let split = path.with_file_name(format!("{stem}-{service}.{ext}"));
+                match query {
+                    Some(q) => format!("sqlite://{}?{q}", split.display()),
+                    None => format!("sqlite://{}", split.display()),
+                }
+            }
+            None => url.to_string(),
+        },
+        None => format!("sqlite://{}", data_dir.join(format!("{service}.db")).display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_its_own_database_url() {
+        let data = Path::new("./data");
+        assert_eq!(
+            service_database_url(None, None, data, "users"),
+            "sqlite://./data/users.db"
+        );
+        assert_eq!(
+            service_database_url(None, Some("postgres://db/fleet"), data, "users"),
+            "postgres://db/fleet"
+        );
+        assert_eq!(
+            service_database_url(None, Some("sqlite:///var/fleet.db?mode=rwc"), data, "auth"),
+            "sqlite:///var/fleet-auth.db?mode=rwc"
+        );
+        assert_eq!(
+            service_database_url(Some("postgres://own"), Some("postgres://shared"), data, "auth"),
+            "postgres://own"
+        );
+    }
+
+    #[tokio::test]
+    async fn unsupported_urls_and_schema_names_are_refused() {
+        assert!(Db::connect("mysql://x", "users").await.is_err());
+        assert!(Db::connect("sqlite://x.db", "users; drop").await.is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Test support: a fresh database per test on either backend, and a macro
+//! that runs one store or service test against both. PostgreSQL is used when
+//! reachable at its default local address; with `FLEET_REQUIRE_BACKENDS=1`
+//! an unreachable one fails the test instead of skipping it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A new PostgreSQL database.
+    Postgres,
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// True when `FLEET_REQUIRE_BACKENDS=1`: a missing backend is a failure.
+pub fn backends_required() -> bool {
+    std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
+}
+
+/// The PostgreSQL server tests use.
+pub fn postgres_admin_url() -> String {
+    std::env::var("FLEET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+const PREFIX: &str = "fleet_test_";
+/// Test databases older than this are dropped by later test runs.
+const STALE_SECS: u64 = 3600;
+
+/// A fresh, empty database on `backend`; `None` (the test skips) when
+/// PostgreSQL is unreachable and backends are not required.
+pub async fn database(backend: TestBackend) -> Option<TestDatabase> {
+    match backend {
+        TestBackend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("test.db").display());
+            Some(TestDatabase {
+                url,
+                _dir: Some(dir),
+            })
+        }
+        TestBackend::Postgres => {
+            let admin = postgres_admin_url();
+            let mut conn = match PgConnection::connect(&admin).await {
+                Ok(conn) => conn,
+                Err(err) if !backends_required() => {
+                    eprintln!("skipping: PostgreSQL unreachable at {admin}: {err}");
+                    return None;
+                }
+                Err(err) => panic!("PostgreSQL required but unreachable at {admin}: {err}"),
+            };
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+            drop_stale(&mut conn, now).await;
+            let name = format!("{PREFIX}{now}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create test database");
+            let base = admin.split('?').next().unwrap_or(&admin);
+            let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+            Some(TestDatabase {
+                url: format!("{server}/{name}"),
+                _dir: None,
+            })
+        }
+    }
+}
+
+async fn drop_stale(conn: &mut PgConnection, now: u64) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_test\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        let created = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|ts| ts.parse::<u64>().ok());
+        if created.is_some_and(|t| t + STALE_SECS < now) {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
+}
+
+/// Runs each named `async fn(TestBackend)` once per backend, as
+/// `sqlite::<name>` and `postgres::<name>`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testing::TestBackend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testing::TestBackend::Postgres).await
+                }
+            )*
+        }
+    };
+}

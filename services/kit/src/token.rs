@@ -1,0 +1,410 @@
+//! Access tokens: the claims every Fleet token carries and their verification
+//! against the auth service's public keys (JWKS). Every service verifies the
+//! bearer token again (zero trust inside the cluster) through [`AuthLayer`].
+
+use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Duration, Utc};
+use fleet_proto::auth::v1::{GetJwksRequest, Jwk, Jwks, auth_service_client::AuthServiceClient};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+use tonic::{Request, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::{clock::SharedClock, revocation::RevokedSessions};
+
+/// The `typ` header of an access token (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The role of internal callers acting without an end user.
+pub const SERVICE_ROLE: &str = "service";
+/// The prefix of a service token's subject (`service:auth`).
+pub const SERVICE_SUBJECT_PREFIX: &str = "service:";
+/// Leeway for clock differences between the issuer and a verifier.
+const EXPIRY_LEEWAY_SECS: i64 = 5;
+
+/// Issuer, audience and lifetime shared by the signer and every verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenSettings {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `aud` claim.
+    pub audience: String,
+    /// Access-token lifetime, seconds.
+    pub access_ttl_secs: u32,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "fleet".into(),
+            audience: "fleet-api".into(),
+            access_ttl_secs: 900,
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The user id, or `service:<name>` for a service token.
+    pub sub: String,
+    /// The session id (user tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// "user", "admin" or "service".
+    pub role: String,
+    /// Authentication methods used (RFC 8176: "pwd", "otp", ...).
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, seconds since the epoch.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Who is calling, as established from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An end user in a session.
+    User {
+        /// The user id.
+        id: Uuid,
+        /// The session the token belongs to.
+        session_id: Uuid,
+    },
+    /// Another Fleet service.
+    Service {
+        /// Its name ("auth").
+        name: String,
+    },
+}
+
+/// The verified caller of a request, found in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Who.
+    pub principal: Principal,
+    /// "user", "admin" or "service".
+    pub role: String,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// When the token stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Identity {
+    /// The end user's id, if a user is calling.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match &self.principal {
+            Principal::User { id, .. } => Some(*id),
+            Principal::Service { .. } => None,
+        }
+    }
+
+    /// The session id, if a user is calling.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match &self.principal {
+            Principal::User { session_id, .. } => Some(*session_id),
+            Principal::Service { .. } => None,
+        }
+    }
+
+    /// An administrator?
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin" && matches!(self.principal, Principal::User { .. })
+    }
+
+    /// Another service?
+    pub fn is_service(&self) -> bool {
+        matches!(self.principal, Principal::Service { .. })
+    }
+}
+
+/// The verified identity of a request, or `UNAUTHENTICATED`.
+pub fn require_identity<T>(request: &Request<T>) -> Result<&Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .ok_or_else(|| Status::unauthenticated("a bearer access token is required"))
+}
+
+/// The end user of a request, or `UNAUTHENTICATED` (also for service tokens).
+pub fn require_user<T>(request: &Request<T>) -> Result<(Uuid, &Identity), Status> {
+    let identity = require_identity(request)?;
+    let id = identity
+        .user_id()
+        .ok_or_else(|| Status::unauthenticated("this call needs a user's access token"))?;
+    Ok((id, identity))
+}
+
+/// A service caller, or `PERMISSION_DENIED`.
+pub fn require_service<T>(request: &Request<T>) -> Result<&Identity, Status> {
+    let identity = require_identity(request)?;
+    if identity.is_service() {
+        Ok(identity)
+    } else {
+        Err(Status::permission_denied("internal call"))
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT, or one we cannot parse.
+    #[error("malformed token")]
+    Malformed,
+    /// The header names an algorithm outside the allow-list (only EdDSA).
+    #[error("token algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// Not an access token (`typ`).
+    #[error("not an access token")]
+    WrongType,
+    /// No key with that `kid`, even after refetching the key set.
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid token signature")]
+    BadSignature,
+    /// `iss` is not ours.
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    /// `aud` is not ours.
+    #[error("token audience not accepted")]
+    WrongAudience,
+    /// Past `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Its session was revoked.
+    #[error("session revoked")]
+    Revoked,
+    /// The key set could not be fetched.
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+impl From<TokenError> for Status {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::KeysUnavailable => Status::unavailable(err.to_string()),
+            _ => Status::unauthenticated(err.to_string()),
+        }
+    }
+}
+
+/// Where a verifier gets the signer's public keys.
+#[async_trait::async_trait]
+pub trait KeySource: Send + Sync + 'static {
+    /// The current key set.
+    async fn fetch(&self) -> anyhow::Result<Jwks>;
+}
+
+/// The auth service's `GetJwks`, over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcKeySource {
+    client: AuthServiceClient<Channel>,
+}
+
+impl GrpcKeySource {
+    /// Fetches from the auth service behind `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: AuthServiceClient::new(channel),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeySource for GrpcKeySource {
+    async fn fetch(&self) -> anyhow::Result<Jwks> {
+        let mut client = self.client.clone();
+        Ok(client.get_jwks(GetJwksRequest {}).await?.into_inner())
+    }
+}
+
+/// The decoding key of an Ed25519 JWK, if it is one.
+pub fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
+    let x = URL_SAFE_NO_PAD.decode(&jwk.x).ok()?;
+    (jwk.kty == "OKP" && jwk.crv == "Ed25519" && x.len() == 32)
+        .then(|| DecodingKey::from_ed_components(&jwk.x).ok())
+        .flatten()
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<DateTime<Utc>>,
+}
+
+/// Verifies access tokens: algorithm allow-list, `typ`, `kid` against a cached
+/// key set (refetched on an unknown `kid`, at most once per interval),
+/// signature, `iss`, `aud`, expiry by the injected clock, and revocation.
+pub struct TokenVerifier {
+    settings: TokenSettings,
+    source: Arc<dyn KeySource>,
+    clock: SharedClock,
+    revoked: RevokedSessions,
+    refetch_interval: Duration,
+    cache: RwLock<KeyCache>,
+    fetching: Mutex<()>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier of tokens issued under `settings`, keys from `source`.
+    pub fn new(
+        settings: TokenSettings,
+        source: Arc<dyn KeySource>,
+        clock: SharedClock,
+        revoked: RevokedSessions,
+    ) -> Self {
+        Self {
+            settings,
+            source,
+            clock,
+            revoked,
+            refetch_interval: Duration::seconds(30),
+            cache: RwLock::new(KeyCache::default()),
+            fetching: Mutex::new(()),
+        }
+    }
+
+    /// Changes how often an unknown `kid` may trigger a refetch.
+    pub fn with_refetch_interval(mut self, interval: StdDuration) -> Self {
+        self.refetch_interval = Duration::from_std(interval).unwrap_or(self.refetch_interval);
+        self
+    }
+
+    /// The settings tokens are checked against.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// The identity a token proves, or why it proves none.
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        // Expiry is checked below against the injected clock.
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        let now = self.clock.now();
+        let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
+        if now.timestamp() > claims.exp + EXPIRY_LEEWAY_SECS {
+            return Err(TokenError::Expired);
+        }
+        let principal = principal(&claims)?;
+        if let Principal::User { session_id, .. } = &principal {
+            if self.revoked.is_revoked(*session_id, now) {
+                return Err(TokenError::Revoked);
+            }
+        }
+        Ok(Identity {
+            principal,
+            role: claims.role,
+            amr: claims.amr,
+            expires_at,
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        if let Some(key) = self.cache.read().await.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        // One fetch at a time; whoever waited re-checks what it brought.
+        let _guard = self.fetching.lock().await;
+        let due = {
+            let cache = self.cache.read().await;
+            if let Some(key) = cache.keys.get(kid) {
+                return Ok(key.clone());
+            }
+            cache
+                .fetched_at
+                .is_none_or(|at| self.clock.now() - at >= self.refetch_interval)
+        };
+        if !due {
+            return Err(TokenError::UnknownKey);
+        }
+        let fetched = self.source.fetch().await;
+        let mut cache = self.cache.write().await;
+        cache.fetched_at = Some(self.clock.now());
+        match fetched {
+            Ok(jwks) => {
+                cache.keys = jwks
+                    .keys
+                    .iter()
+                    .filter_map(|jwk| Some((jwk.kid.clone(), decoding_key(jwk)?)))
+                    .collect();
+                cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+            }
+            Err(err) => {
+                tracing::warn!(error = format!("{err:#}"), "could not fetch the signing keys");
+                Err(TokenError::KeysUnavailable)
+            }
+        }
+    }
+}
+
+fn principal(claims: &AccessClaims) -> Result<Principal, TokenError> {
+    if let Some(name) = claims.sub.strip_prefix(SERVICE_SUBJECT_PREFIX) {
+        if claims.role != SERVICE_ROLE || name.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        return Ok(Principal::Service { name: name.to_string() });
+    }
+    if claims.role == SERVICE_ROLE {
+        return Err(TokenError::Malformed);
+    }
+    let id = Uuid::parse_str(&claims.sub).map_err(|_| TokenError::Malformed)?;
+    let session_id = claims
+        .sid
+        .as_deref()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or(TokenError::Malformed)?;
+    Ok(Principal::User { id, session_id })
+}
+
+/// The bearer token of an `authorization` header value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
