@@ -1,1 +1,117 @@
-fn main() {}
+//! `fleet`: the one binary. `fleet run` starts every component in one process
+//! on embedded defaults; `fleet run --target <component>` runs one; `fleet
+//! migrate` prepares the stores; `fleet user ...` are operator commands.
+
+mod admin;
+mod components;
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    components::{Component, open_store},
+    config::FleetConfig,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, about = "Fleet: user accounts behind one gateway")]
+struct Cli {
+    /// A TOML configuration file (environment variables override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the fleet: every component, or the one named by --target.
+    Run {
+        /// Run only this component (microservices mode).
+        #[arg(long, value_enum)]
+        target: Option<Component>,
+    },
+    /// Creates or upgrades every component's store, then exits.
+    Migrate,
+    /// Account administration.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Makes an account an administrator.
+    Promote {
+        /// The account's email.
+        email: String,
+    },
+    /// Lifts a failed-login lock.
+    Unlock {
+        /// The account's email.
+        email: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config: FleetConfig = fleet_kit::config::load(cli.config.as_deref(), std::env::vars())
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    fleet_kit::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(dispatch(cli.command, config))
+}
+
+async fn dispatch(command: Command, config: FleetConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Run { target } => {
+            let components = target.map_or(Component::ALL.to_vec(), |c| vec![c]);
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            components::run(config, &components, shutdown).await
+        }
+        Command::Migrate => {
+            for component in Component::ALL {
+                open_store(&config, component).await?.close().await;
+            }
+            println!("every store is migrated");
+            Ok(())
+        }
+        Command::User { command } => match command {
+            UserCommand::Promote { email } => admin::promote(&config, &email).await,
+            UserCommand::Unlock { email } => admin::unlock(&config, &email).await,
+        },
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

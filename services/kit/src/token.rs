@@ -408,3 +408,255 @@ pub fn bearer(value: &str) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    struct StaticKeys {
+        jwks: Jwks,
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl KeySource for StaticKeys {
+        async fn fetch(&self) -> anyhow::Result<Jwks> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(self.jwks.clone())
+        }
+    }
+
+    struct Fixture {
+        key: SigningKey,
+        kid: String,
+        clock: ManualClock,
+        keys: Arc<StaticKeys>,
+        verifier: TokenVerifier,
+    }
+
+    fn jwk(key: &SigningKey, kid: &str) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()),
+            kid: kid.into(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        }
+    }
+
+    fn fixture() -> Fixture {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let kid = "k1".to_string();
+        let clock = ManualClock::new(Utc::now());
+        let keys = Arc::new(StaticKeys {
+            jwks: Jwks {
+                keys: vec![jwk(&key, &kid)],
+            },
+            fetches: AtomicUsize::new(0),
+        });
+        let verifier = TokenVerifier::new(
+            TokenSettings::default(),
+            keys.clone(),
+            Arc::new(clock.clone()),
+            RevokedSessions::new(),
+        );
+        Fixture {
+            key,
+            kid,
+            clock,
+            keys,
+            verifier,
+        }
+    }
+
+    impl Fixture {
+        fn claims(&self) -> AccessClaims {
+            let now = self.clock.now().timestamp();
+            AccessClaims {
+                iss: "fleet".into(),
+                aud: "fleet-api".into(),
+                sub: Uuid::now_v7().to_string(),
+                sid: Some(Uuid::now_v7().to_string()),
+                role: "user".into(),
+                amr: vec!["pwd".into()],
+                iat: now,
+                exp: now + 900,
+                jti: Uuid::now_v7().to_string(),
+            }
+        }
+
+        fn header(&self) -> Header {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some(ACCESS_TOKEN_TYPE.into());
+            header.kid = Some(self.kid.clone());
+            header
+        }
+
+        fn sign(&self, header: &Header, claims: &AccessClaims) -> String {
+            let der = self.key.to_pkcs8_der().unwrap();
+            jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+        }
+    }
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_yields_the_identity() {
+        let f = fixture();
+        let claims = f.claims();
+        let identity = f.verifier.verify(&f.sign(&f.header(), &claims)).await.unwrap();
+        assert_eq!(identity.user_id().unwrap().to_string(), claims.sub);
+        assert_eq!(identity.role, "user");
+        assert!(!identity.is_admin());
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_rejected() {
+        let f = fixture();
+        let claims = serde_json::to_string(&f.claims()).unwrap();
+        let token = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#),
+            b64(&claims)
+        );
+        assert!(f.verifier.verify(&token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_public_key_is_rejected() {
+        let f = fixture();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header.kid = Some(f.kid.clone());
+        let public = f.key.verifying_key().to_bytes();
+        let x = URL_SAFE_NO_PAD.encode(public);
+        for secret in [public.as_slice(), x.as_bytes()] {
+            let token = jsonwebtoken::encode(&header, &f.claims(), &EncodingKey::from_secret(secret)).unwrap();
+            assert_eq!(f.verifier.verify(&token).await, Err(TokenError::AlgorithmNotAllowed));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_audience_is_rejected() {
+        let f = fixture();
+        let claims = AccessClaims {
+            aud: "someone-else".into(),
+            ..f.claims()
+        };
+        assert_eq!(
+            f.verifier.verify(&f.sign(&f.header(), &claims)).await,
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_issuer_is_rejected() {
+        let f = fixture();
+        let claims = AccessClaims {
+            iss: "evil".into(),
+            ..f.claims()
+        };
+        assert_eq!(
+            f.verifier.verify(&f.sign(&f.header(), &claims)).await,
+            Err(TokenError::WrongIssuer)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_typ_is_rejected() {
+        let f = fixture();
+        for typ in [Some("JWT"), None] {
+            let mut header = f.header();
+            header.typ = typ.map(str::to_string);
+            assert_eq!(
+                f.verifier.verify(&f.sign(&header, &f.claims())).await,
+                Err(TokenError::WrongType)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_rejected() {
+        let f = fixture();
+        let token = f.sign(&f.header(), &f.claims());
+        f.clock.advance(Duration::seconds(900 + EXPIRY_LEEWAY_SECS + 1));
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::Expired));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_rejected_and_refetches_at_most_once_per_interval() {
+        let f = fixture();
+        let mut header = f.header();
+        header.kid = Some("unknown".into());
+        let token = f.sign(&header, &f.claims());
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::UnknownKey));
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::UnknownKey));
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 1);
+        f.clock.advance(Duration::seconds(31));
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::UnknownKey));
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_signature_or_payload_is_rejected() {
+        let f = fixture();
+        let token = f.sign(&f.header(), &f.claims());
+        let (head_and_body, _) = token.rsplit_once('.').unwrap();
+        let other = f.sign(&f.header(), &f.claims());
+        let (_, other_sig) = other.rsplit_once('.').unwrap();
+        let forged = format!("{head_and_body}.{other_sig}");
+        assert_eq!(f.verifier.verify(&forged).await, Err(TokenError::BadSignature));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_rejected() {
+        let f = fixture();
+        let claims = f.claims();
+        let sid = Uuid::parse_str(claims.sid.as_deref().unwrap()).unwrap();
+        f.verifier
+            .revoked
+            .revoke(sid, f.clock.now() + Duration::minutes(15), f.clock.now());
+        assert_eq!(
+            f.verifier.verify(&f.sign(&f.header(), &claims)).await,
+            Err(TokenError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn service_tokens_need_the_service_role() {
+        let f = fixture();
+        let claims = AccessClaims {
+            sub: "service:auth".into(),
+            sid: None,
+            role: "admin".into(),
+            ..f.claims()
+        };
+        assert_eq!(
+            f.verifier.verify(&f.sign(&f.header(), &claims)).await,
+            Err(TokenError::Malformed)
+        );
+        let claims = AccessClaims {
+            role: SERVICE_ROLE.into(),
+            ..claims
+        };
+        let identity = f.verifier.verify(&f.sign(&f.header(), &claims)).await.unwrap();
+        assert!(identity.is_service());
+    }
+
+    #[test]
+    fn bearer_values_are_parsed_strictly() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}

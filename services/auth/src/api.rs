@@ -1,0 +1,461 @@
+//! The `fleet.auth.v1.AuthService` RPCs.
+
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Duration, Utc};
+use fleet_kit::{
+    SharedClock,
+    error::Violations,
+    events::new_event,
+    outbox::OutboxRelay,
+    revocation::RevokedSessions,
+    time::to_timestamp,
+    token::{require_identity, require_user},
+};
+use fleet_proto::{
+    auth::v1::{
+        ChangePasswordRequest, GetJwksRequest, Jwks, ListSessionsRequest, ListSessionsResponse, LoginRequest,
+        LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest,
+        RotateSigningKeyRequest, RotateSigningKeyResponse, Session, auth_service_server::AuthService,
+    },
+    events::v1::{LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
+    users::v1::User,
+};
+use rand::{RngCore, rngs::OsRng};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    directory::UserDirectory,
+    error::AuthError,
+    keys::TokenIssuer,
+    lockout::{AttemptDecision, LockoutPolicy},
+    password::{self, Password},
+    store::{AuthStore, NewSession, PRODUCER, Revocation, RevokeReason, Revoke, Rotation},
+};
+
+/// Where a request came from, for sessions and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Client address: as the gateway forwarded it, else the peer.
+    pub ip: String,
+    /// The user agent, truncated.
+    pub user_agent: String,
+}
+
+/// The header the gateway forwards the client address in.
+pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
+
+impl ClientInfo {
+    fn of<T>(request: &Request<T>) -> Self {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect::<String>())
+        };
+        let ip = header(CLIENT_IP_HEADER)
+            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
+            .unwrap_or_default();
+        Self {
+            ip,
+            user_agent: header("user-agent").unwrap_or_default(),
+        }
+    }
+}
+
+/// What the auth RPCs run on.
+pub struct AuthApi {
+    /// Credentials, sessions, keys.
+    pub store: Arc<dyn AuthStore>,
+    /// Signs tokens.
+    pub issuer: Arc<TokenIssuer>,
+    /// The users service.
+    pub directory: Arc<dyn UserDirectory>,
+    /// The time source.
+    pub clock: SharedClock,
+    /// Failed-login limits.
+    pub lockout: LockoutPolicy,
+    /// How long a session lasts at most.
+    pub session_ttl: Duration,
+    /// Publishes committed events.
+    pub relay: OutboxRelay,
+    /// Sessions revoked here take effect at once in this process.
+    pub revoked: RevokedSessions,
+}
+
+const PASSWORD_AMR: &str = "pwd";
+const MAX_ATTEMPT_RACES: usize = 64;
+
+fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+fn refresh_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn user_id_of(user: &User) -> Result<Uuid, AuthError> {
+    Uuid::parse_str(&user.id).map_err(|_| AuthError::Unexpected(anyhow::anyhow!("users service returned a bad id")))
+}
+
+impl AuthApi {
+    fn access_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + Duration::seconds(i64::from(self.issuer.settings().access_ttl_secs))
+    }
+
+    fn revocation(&self, reason: RevokeReason) -> Revocation {
+        let at = self.clock.now();
+        Revocation {
+            reason,
+            at,
+            tokens_expire_at: self.access_expiry(at),
+        }
+    }
+
+    /// Applies revocations locally at once; other processes learn of them
+    /// through the `session.revoked` events.
+    fn revoked_here(&self, sessions: &[Uuid], how: &Revocation) {
+        for id in sessions {
+            self.revoked.revoke(*id, how.tokens_expire_at, how.at);
+        }
+        self.relay.wake();
+    }
+
+    async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
+        let password = Password::parse_new(&req.password, "password").map_err(Violations::from)?;
+        // Hash before creating the account: nothing to undo if it fails.
+        let hash = password::hash(&password).await?;
+        let user = self
+            .directory
+            .create(&req.email, &req.display_name)
+            .await
+            .map_err(AuthError::from_users)?;
+        let user_id = user_id_of(&user)?;
+        if let Err(err) = self.store.insert_credentials(user_id, &hash, self.clock.now()).await {
+            // Compensate: an account without credentials must not remain.
+            if let Err(undo) = self.directory.delete(user_id).await {
+                tracing::error!(%user_id, error = %undo, "could not undo a half-finished registration");
+            }
+            return Err(err.context("storing credentials for a new account").into());
+        }
+        Ok(RegisterResponse { user: Some(user) })
+    }
+
+    /// Checks a password under the lockout policy. Every attempt is counted
+    /// (compare-and-set) before the hash is verified, so concurrent attempts
+    /// cannot exceed the limit.
+    async fn check_password(&self, user_id: Uuid, password: &Password, client: &ClientInfo) -> Result<(), AuthError> {
+        let Some(mut creds) = self.store.credentials(user_id).await? else {
+            password::verify(password, None).await?;
+            return Err(AuthError::BadCredentials);
+        };
+        let now = self.clock.now();
+        let mut races = 0;
+        let failures = loop {
+            let counted = u32::try_from(creds.failed_count).unwrap_or(u32::MAX);
+            match self.lockout.decide(counted, creds.locked_until, now) {
+                AttemptDecision::Locked { until } => {
+                    self.emit_failure(user_id, "locked", counted, client).await?;
+                    let retry_after = until.and_then(|u| (u - now).to_std().ok());
+                    return Err(AuthError::Locked { retry_after });
+                }
+                AttemptDecision::Allowed { failures, locks_until } => {
+                    if self
+                        .store
+                        .count_attempt(user_id, creds.failed_count, i64::from(failures), locks_until, now)
+                        .await?
+                    {
+                        break failures;
+                    }
+                }
+            }
+            races += 1;
+            if races > MAX_ATTEMPT_RACES {
+                return Err(AuthError::Locked { retry_after: None });
+            }
+            creds = self.store.credentials(user_id).await?.ok_or(AuthError::BadCredentials)?;
+        };
+        if password::verify(password, Some(creds.password_hash)).await? {
+            return Ok(());
+        }
+        self.emit_failure(user_id, "bad_password", failures, client).await?;
+        Err(AuthError::BadCredentials)
+    }
+
+    async fn emit_failure(&self, user_id: Uuid, reason: &str, failures: u32, client: &ClientInfo) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let event = new_event(
+            PRODUCER,
+            Some(user_id),
+            now,
+            Payload::LoginFailed(LoginFailed {
+                reason: reason.into(),
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+                consecutive_failures: failures,
+            }),
+        );
+        self.store.emit(&[event], now).await?;
+        self.relay.wake();
+        Ok(())
+    }
+
+    async fn login(&self, req: LoginRequest, client: ClientInfo) -> Result<LoginResponse, AuthError> {
+        let mut v = Violations::new();
+        if req.email.trim().is_empty() {
+            v.add("email", "is required");
+        }
+        if req.password.is_empty() {
+            v.add("password", "is required");
+        }
+        v.into_result()?;
+        let password = Password::presented(&req.password);
+        let Some(user) = self.directory.find_by_email(&req.email).await.map_err(AuthError::from_users)? else {
+            // Comparable work whether or not the email exists.
+            password::verify(&password, None).await?;
+            return Err(AuthError::BadCredentials);
+        };
+        let user_id = user_id_of(&user)?;
+        self.check_password(user_id, &password, &client).await?;
+        if user.status != "active" {
+            self.store.clear_failures(user_id, self.clock.now()).await?;
+            self.emit_failure(user_id, "disabled", 0, &client).await?;
+            return Err(AuthError::Disabled);
+        }
+        self.start_session(user, vec![PASSWORD_AMR.into()], client).await
+    }
+
+    async fn start_session(&self, user: User, amr: Vec<String>, client: ClientInfo) -> Result<LoginResponse, AuthError> {
+        let user_id = user_id_of(&user)?;
+        let now = self.clock.now();
+        let (refresh_token, refresh_hash) = new_refresh_token();
+        let session = NewSession {
+            id: Uuid::now_v7(),
+            user_id,
+            expires_at: now + self.session_ttl,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            amr: amr.clone(),
+            refresh_hash,
+        };
+        let events = [
+            new_event(
+                PRODUCER,
+                Some(user_id),
+                now,
+                Payload::LoginSucceeded(LoginSucceeded {
+                    session_id: session.id.to_string(),
+                    ip: client.ip.clone(),
+                    user_agent: client.user_agent.clone(),
+                    amr: amr.clone(),
+                }),
+            ),
+            new_event(
+                PRODUCER,
+                Some(user_id),
+                now,
+                Payload::SessionCreated(SessionCreated {
+                    session_id: session.id.to_string(),
+                    ip: client.ip,
+                    user_agent: client.user_agent,
+                }),
+            ),
+        ];
+        self.store.start_session(&session, &events, now).await?;
+        self.relay.wake();
+        self.token_pair(user, session.id, &amr, refresh_token)
+    }
+
+    fn token_pair(&self, user: User, session_id: Uuid, amr: &[String], refresh_token: String) -> Result<LoginResponse, AuthError> {
+        let user_id = user_id_of(&user)?;
+        let (access_token, _) = self.issuer.access_token(user_id, session_id, &user.role, amr)?;
+        Ok(LoginResponse {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: self.issuer.settings().access_ttl_secs,
+            user: Some(user),
+            ..LoginResponse::default()
+        })
+    }
+
+    async fn refresh(&self, req: RefreshRequest) -> Result<LoginResponse, AuthError> {
+        if req.refresh_token.is_empty() {
+            let mut v = Violations::new();
+            v.add("refresh_token", "is required");
+            return Err(v.into());
+        }
+        let now = self.clock.now();
+        let (successor, successor_hash) = new_refresh_token();
+        let rotation = self
+            .store
+            .rotate_refresh(&refresh_hash(&req.refresh_token), &successor_hash, now, self.access_expiry(now))
+            .await?;
+        match rotation {
+            Rotation::Rotated(session) => {
+                let user = self
+                    .directory
+                    .get(session.user_id)
+                    .await
+                    .map_err(AuthError::from_users)?
+                    .filter(|u| u.status == "active");
+                let Some(user) = user else {
+                    let how = self.revocation(RevokeReason::Revoked);
+                    let ids = self.store.revoke(session.user_id, Revoke::One(session.id), how).await?;
+                    self.revoked_here(&ids, &how);
+                    return Err(AuthError::InvalidRefreshToken);
+                };
+                self.token_pair(user, session.id, &session.amr_list(), successor)
+            }
+            Rotation::Reused { session_id } => {
+                tracing::warn!(%session_id, "a spent refresh token was presented again; session revoked");
+                let how = self.revocation(RevokeReason::RefreshReuse);
+                self.revoked_here(&[session_id], &how);
+                Err(AuthError::InvalidRefreshToken)
+            }
+            Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    async fn revoke_own(&self, user_id: Uuid, which: Revoke, reason: RevokeReason) -> Result<Vec<Uuid>, AuthError> {
+        let how = self.revocation(reason);
+        let ids = self.store.revoke(user_id, which, how).await?;
+        self.revoked_here(&ids, &how);
+        Ok(ids)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        req: ChangePasswordRequest,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
+        let mut v = Violations::new();
+        if req.current_password.is_empty() {
+            v.add("current_password", "is required");
+        }
+        let new = v.check("new_password", Password::parse_new(&req.new_password, "new_password").map_err(|e| e.message));
+        if req.new_password == req.current_password && !req.new_password.is_empty() {
+            v.add("new_password", "must differ from the current password");
+        }
+        v.into_result()?;
+        let Some(new) = new else {
+            return Err(AuthError::Unexpected(anyhow::anyhow!("validated password missing")));
+        };
+        self.check_password(user_id, &Password::presented(&req.current_password), &client)
+            .await?;
+        let hash = password::hash(&new).await?;
+        let how = self.revocation(RevokeReason::PasswordChanged);
+        let ids = self.store.change_password(user_id, &hash, session_id, how).await?;
+        self.revoked_here(&ids, &how);
+        Ok(())
+    }
+
+    /// A deleted account: its credentials go and its sessions end.
+    pub async fn forget_user(&self, user_id: Uuid) -> anyhow::Result<()> {
+        let how = self.revocation(RevokeReason::UserDeleted);
+        let ids = self.store.forget_user(user_id, how).await?;
+        self.revoked_here(&ids, &how);
+        Ok(())
+    }
+}
+
+/// The tonic service: a thin shell over [`AuthApi`].
+#[derive(Clone)]
+pub struct AuthGrpc(pub Arc<AuthApi>);
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        Ok(Response::new(self.0.register(request.into_inner()).await?))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let client = ClientInfo::of(&request);
+        Ok(Response::new(self.0.login(request.into_inner(), client).await?))
+    }
+
+    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(self.0.refresh(request.into_inner()).await?))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<()>, Status> {
+        let (user_id, identity) = require_user(&request)?;
+        let session = identity.session_id().ok_or(AuthError::SessionEnded)?;
+        self.0.revoke_own(user_id, Revoke::One(session), RevokeReason::Logout).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_sessions(&self, request: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
+        let (user_id, identity) = require_user(&request)?;
+        let current = identity.session_id();
+        let sessions = self
+            .0
+            .store
+            .active_sessions(user_id, self.0.clock.now())
+            .await
+            .map_err(AuthError::from)?;
+        let items = sessions
+            .into_iter()
+            .map(|s| Session {
+                id: s.id.to_string(),
+                created_at: Some(to_timestamp(s.created_at)),
+                last_used_at: Some(to_timestamp(s.last_used_at)),
+                expires_at: Some(to_timestamp(s.expires_at)),
+                ip: s.ip,
+                user_agent: s.user_agent,
+                current: Some(s.id) == current,
+            })
+            .collect();
+        Ok(Response::new(ListSessionsResponse { items }))
+    }
+
+    async fn revoke_session(&self, request: Request<RevokeSessionRequest>) -> Result<Response<()>, Status> {
+        let (user_id, _) = require_user(&request)?;
+        let Ok(id) = Uuid::parse_str(&request.get_ref().id) else {
+            let mut v = Violations::new();
+            v.add("id", "must be a UUID");
+            return Err(AuthError::from(v).into());
+        };
+        let revoked = self.0.revoke_own(user_id, Revoke::One(id), RevokeReason::Revoked).await?;
+        if revoked.is_empty() {
+            return Err(AuthError::SessionNotFound.into());
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn change_password(&self, request: Request<ChangePasswordRequest>) -> Result<Response<()>, Status> {
+        let client = ClientInfo::of(&request);
+        let (user_id, identity) = require_user(&request)?;
+        let session = identity.session_id().ok_or(AuthError::SessionEnded)?;
+        self.0
+            .change_password(user_id, session, request.into_inner(), client)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
+        Ok(Response::new(self.0.issuer.jwks().await.map_err(AuthError::from)?))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<RotateSigningKeyRequest>,
+    ) -> Result<Response<RotateSigningKeyResponse>, Status> {
+        let identity = require_identity(&request)?;
+        if !(identity.is_admin() || identity.is_service()) {
+            return Err(Status::permission_denied("only administrators may rotate signing keys"));
+        }
+        let kid = self.0.issuer.rotate().await.map_err(AuthError::from)?;
+        Ok(Response::new(RotateSigningKeyResponse { kid }))
+    }
+}

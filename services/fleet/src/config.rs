@@ -1,0 +1,143 @@
+//! The whole fleet's configuration: defaults, then `--config FILE` (TOML),
+//! then `FLEET_*` environment variables (and `DATABASE_URL`, `REDIS_URL`,
+//! `AMQP_URL`).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use fleet_auth::AuthSettings;
+use fleet_kit::{Secret, telemetry::LogConfig, token::TokenSettings};
+use serde::{Deserialize, Serialize};
+
+/// Everything the binary can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetConfig {
+    /// Where embedded SQLite files live.
+    pub data_dir: PathBuf,
+    /// Shared database (`postgres://` or `sqlite://`); each service has its
+    /// own schema or file. Unset: SQLite files under `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Redis (rate limits, cache); not used by the services.
+    pub redis_url: Option<Secret>,
+    /// RabbitMQ (events).
+    pub amqp_url: Option<Secret>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Access-token issuer, audience and lifetime.
+    pub tokens: TokenSettings,
+    /// The auth service.
+    pub auth: AuthConfig,
+    /// The users service.
+    pub users: ServiceConfig,
+}
+
+/// Where one service listens and what it stores in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// How other components reach it.
+    pub url: String,
+    /// Its own database, overriding the shared one.
+    pub database_url: Option<Secret>,
+}
+
+impl ServiceConfig {
+    fn on_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            url: format!("http://127.0.0.1:{port}"),
+            database_url: None,
+        }
+    }
+}
+
+/// The auth service: where it runs and how it behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Listener, URL and store.
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Lockout and session lifetime.
+    #[serde(flatten)]
+    pub settings: AuthSettings,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            service: ServiceConfig::on_port(50051),
+            settings: AuthSettings::default(),
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self::on_port(0)
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            amqp_url: None,
+            log: LogConfig::default(),
+            tokens: TokenSettings::default(),
+            auth: AuthConfig::default(),
+            users: ServiceConfig::on_port(50052),
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The database URL of `service`, from its own setting, the shared one,
+    /// or the embedded default.
+    pub fn database_url(&self, own: Option<&Secret>, service: &str) -> String {
+        fleet_kit::store::service_database_url(
+            own.map(Secret::expose),
+            self.database_url.as_ref().map(Secret::expose),
+            &self.data_dir,
+            service,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> FleetConfig {
+        let env = pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string()));
+        fleet_kit::config::load(None, env).unwrap()
+    }
+
+    #[test]
+    fn defaults_run_embedded_on_the_documented_ports() {
+        let cfg = load(&[]);
+        assert_eq!(cfg.auth.service.listen.port(), 50051);
+        assert_eq!(cfg.users.listen.port(), 50052);
+        assert_eq!(cfg.database_url(None, "users"), "sqlite://./data/users.db");
+        assert_eq!(cfg.auth.settings.lockout.free_attempts, 5);
+    }
+
+    #[test]
+    fn nested_settings_come_from_the_environment() {
+        let cfg = load(&[
+            ("FLEET_AUTH__LISTEN", "0.0.0.0:6000"),
+            ("FLEET_AUTH__LOCKOUT__FREE_ATTEMPTS", "3"),
+            ("FLEET_TOKENS__ACCESS_TTL_SECS", "60"),
+            ("DATABASE_URL", "postgres://db/fleet"),
+        ]);
+        assert_eq!(cfg.auth.service.listen.port(), 6000);
+        assert_eq!(cfg.auth.settings.lockout.free_attempts, 3);
+        assert_eq!(cfg.tokens.access_ttl_secs, 60);
+        assert_eq!(cfg.database_url(None, "auth"), "postgres://db/fleet");
+        assert!(!format!("{cfg:?}").contains("postgres://db"));
+    }
+}
