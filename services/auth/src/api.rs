@@ -33,7 +33,7 @@ use crate::{
     keys::TokenIssuer,
     lockout::{AttemptDecision, LockoutPolicy},
     password::{self, Password},
-    store::{AuthStore, NewSession, PRODUCER, Revocation, RevokeReason, Revoke, Rotation},
+    store::{AuthStore, NewSession, PRODUCER, Revocation, Revoke, RevokeReason, Rotation},
 };
 
 /// Where a request came from, for sessions and the audit trail.
@@ -181,7 +181,11 @@ impl AuthApi {
             if races > MAX_ATTEMPT_RACES {
                 return Err(AuthError::Locked { retry_after: None });
             }
-            creds = self.store.credentials(user_id).await?.ok_or(AuthError::BadCredentials)?;
+            creds = self
+                .store
+                .credentials(user_id)
+                .await?
+                .ok_or(AuthError::BadCredentials)?;
         };
         if password::verify(password, Some(creds.password_hash)).await? {
             return Ok(());
@@ -190,7 +194,13 @@ impl AuthApi {
         Err(AuthError::BadCredentials)
     }
 
-    async fn emit_failure(&self, user_id: Uuid, reason: &str, failures: u32, client: &ClientInfo) -> Result<(), AuthError> {
+    async fn emit_failure(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        failures: u32,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let now = self.clock.now();
         let event = new_event(
             PRODUCER,
@@ -218,7 +228,12 @@ impl AuthApi {
         }
         v.into_result()?;
         let password = Password::presented(&req.password);
-        let Some(user) = self.directory.find_by_email(&req.email).await.map_err(AuthError::from_users)? else {
+        let Some(user) = self
+            .directory
+            .find_by_email(&req.email)
+            .await
+            .map_err(AuthError::from_users)?
+        else {
             // Comparable work whether or not the email exists.
             password::verify(&password, None).await?;
             return Err(AuthError::BadCredentials);
@@ -233,7 +248,12 @@ impl AuthApi {
         self.start_session(user, vec![PASSWORD_AMR.into()], client).await
     }
 
-    async fn start_session(&self, user: User, amr: Vec<String>, client: ClientInfo) -> Result<LoginResponse, AuthError> {
+    async fn start_session(
+        &self,
+        user: User,
+        amr: Vec<String>,
+        client: ClientInfo,
+    ) -> Result<LoginResponse, AuthError> {
         let user_id = user_id_of(&user)?;
         let now = self.clock.now();
         let (refresh_token, refresh_hash) = new_refresh_token();
@@ -274,7 +294,13 @@ impl AuthApi {
         self.token_pair(user, session.id, &amr, refresh_token)
     }
 
-    fn token_pair(&self, user: User, session_id: Uuid, amr: &[String], refresh_token: String) -> Result<LoginResponse, AuthError> {
+    fn token_pair(
+        &self,
+        user: User,
+        session_id: Uuid,
+        amr: &[String],
+        refresh_token: String,
+    ) -> Result<LoginResponse, AuthError> {
         let user_id = user_id_of(&user)?;
         let (access_token, _) = self.issuer.access_token(user_id, session_id, &user.role, amr)?;
         Ok(LoginResponse {
@@ -297,7 +323,12 @@ impl AuthApi {
         let (successor, successor_hash) = new_refresh_token();
         let rotation = self
             .store
-            .rotate_refresh(&refresh_hash(&req.refresh_token), &successor_hash, now, self.access_expiry(now))
+            .rotate_refresh(
+                &refresh_hash(&req.refresh_token),
+                &successor_hash,
+                now,
+                self.access_expiry(now),
+            )
             .await?;
         match rotation {
             Rotation::Rotated(session) => {
@@ -343,7 +374,10 @@ impl AuthApi {
         if req.current_password.is_empty() {
             v.add("current_password", "is required");
         }
-        let new = v.check("new_password", Password::parse_new(&req.new_password, "new_password").map_err(|e| e.message));
+        let new = v.check(
+            "new_password",
+            Password::parse_new(&req.new_password, "new_password").map_err(|e| e.message),
+        );
         if req.new_password == req.current_password && !req.new_password.is_empty() {
             v.add("new_password", "must differ from the current password");
         }
@@ -391,11 +425,16 @@ impl AuthService for AuthGrpc {
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<()>, Status> {
         let (user_id, identity) = require_user(&request)?;
         let session = identity.session_id().ok_or(AuthError::SessionEnded)?;
-        self.0.revoke_own(user_id, Revoke::One(session), RevokeReason::Logout).await?;
+        self.0
+            .revoke_own(user_id, Revoke::One(session), RevokeReason::Logout)
+            .await?;
         Ok(Response::new(()))
     }
 
-    async fn list_sessions(&self, request: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
         let (user_id, identity) = require_user(&request)?;
         let current = identity.session_id();
         let sessions = self
@@ -426,7 +465,10 @@ impl AuthService for AuthGrpc {
             v.add("id", "must be a UUID");
             return Err(AuthError::from(v).into());
         };
-        let revoked = self.0.revoke_own(user_id, Revoke::One(id), RevokeReason::Revoked).await?;
+        let revoked = self
+            .0
+            .revoke_own(user_id, Revoke::One(id), RevokeReason::Revoked)
+            .await?;
         if revoked.is_empty() {
             return Err(AuthError::SessionNotFound.into());
         }

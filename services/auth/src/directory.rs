@@ -37,7 +37,10 @@ pub struct ServiceCredentials {
 
 impl Interceptor for ServiceCredentials {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let token = self.issuer.service_token(crate::store::PRODUCER).map_err(|e| fleet_kit::error::internal(&e))?;
+        let token = self
+            .issuer
+            .service_token(crate::store::PRODUCER)
+            .map_err(|e| fleet_kit::error::internal(&e))?;
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("service token is not a header value"))?;

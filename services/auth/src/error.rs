@@ -56,7 +56,11 @@ impl AuthError {
             Code::Unavailable | Code::DeadlineExceeded => {
                 AuthError::Upstream(Status::unavailable("users service unavailable"))
             }
-            _ => AuthError::Unexpected(anyhow::anyhow!("users service: {:?}: {}", status.code(), status.message())),
+            _ => AuthError::Unexpected(anyhow::anyhow!(
+                "users service: {:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 }

@@ -39,7 +39,9 @@ pub struct TokenIssuer {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("TokenIssuer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,7 +81,11 @@ impl TokenIssuer {
     /// when there is none.
     pub async fn reload(&self) -> anyhow::Result<bool> {
         let keys = self.store.signing_keys().await?;
-        let Some(newest) = keys.into_iter().filter(|k| k.retired_at.is_none()).max_by_key(|k| k.created_at) else {
+        let Some(newest) = keys
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .max_by_key(|k| k.created_at)
+        else {
             return Ok(false);
         };
         let active = ActiveKey {

@@ -88,7 +88,9 @@ pub struct Deps {
 
 /// Makes the store ready.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    db.migrate(&store::migrations()).await.context("migrating the auth store")
+    db.migrate(&store::migrations())
+        .await
+        .context("migrating the auth store")
 }
 
 /// A running auth service's parts: the API and the verifier of its tokens.
@@ -172,8 +174,12 @@ async fn follow_deletions(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc
         };
         match event {
             Ok(event) => {
-                let Some(Payload::UserDeleted(_)) = event.payload else { continue };
-                let Ok(user_id) = Uuid::parse_str(&event.subject_user_id) else { continue };
+                let Some(Payload::UserDeleted(_)) = event.payload else {
+                    continue;
+                };
+                let Ok(user_id) = Uuid::parse_str(&event.subject_user_id) else {
+                    continue;
+                };
                 if let Err(err) = api.forget_user(user_id).await {
                     tracing::error!(%user_id, error = format!("{err:#}"), "could not forget a deleted user");
                 }

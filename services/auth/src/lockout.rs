@@ -101,10 +101,16 @@ mod tests {
         let p = LockoutPolicy::default();
         let now = Utc::now();
         let until = now + Duration::seconds(30);
-        assert_eq!(p.decide(5, Some(until), now), AttemptDecision::Locked { until: Some(until) });
+        assert_eq!(
+            p.decide(5, Some(until), now),
+            AttemptDecision::Locked { until: Some(until) }
+        );
         assert!(matches!(
             p.decide(5, Some(until), until + Duration::seconds(1)),
-            AttemptDecision::Allowed { failures: 6, locks_until: Some(_) }
+            AttemptDecision::Allowed {
+                failures: 6,
+                locks_until: Some(_)
+            }
         ));
         assert_eq!(p.decide(100, None, now), AttemptDecision::Locked { until: None });
     }

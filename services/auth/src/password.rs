@@ -6,8 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version, password_hash::SaltString,
 };
 use rand::rngs::OsRng;
 

@@ -241,8 +241,7 @@ pub struct SqlAuthStore<DB: sqlx::Database> {
     pool: Pool<DB>,
 }
 
-const SESSION_COLUMNS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip, user_agent, amr";
+const SESSION_COLUMNS: &str = "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip, user_agent, amr";
 
 fn revoked_event(user_id: Uuid, session_id: Uuid, how: &Revocation) -> Event {
     new_event(

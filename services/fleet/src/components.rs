@@ -52,7 +52,11 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
         Component::Auth => fleet_auth::migrate(&db).await?,
         Component::Users => fleet_users::migrate(&db).await?,
     }
-    tracing::info!(component = component.store(), backend = db.backend_name(), "store ready");
+    tracing::info!(
+        component = component.store(),
+        backend = db.backend_name(),
+        "store ready"
+    );
     Ok(db)
 }
 

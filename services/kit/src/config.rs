@@ -23,10 +23,7 @@ pub const STANDARD_VARS: &[(&str, &str)] = &[
 ];
 
 /// Loads `T` from its defaults, then `file` (TOML) if given, then `env`.
-pub fn load<T>(
-    file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, Box<Error>>
+pub fn load<T>(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<T, Box<Error>>
 where
     T: Serialize + DeserializeOwned + Default,
 {
@@ -40,10 +37,7 @@ where
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment
-        .merge(EnvVars::new(env))
-        .extract()
-        .map_err(Box::new)
+    figment.merge(EnvVars::new(env)).extract().map_err(Box::new)
 }
 
 /// A figment provider over a given set of environment variables.
@@ -154,10 +148,7 @@ mod tests {
         assert_eq!(cfg.database_url.unwrap().expose(), "postgres://a");
         let cfg: Sample = load(
             None,
-            vars(&[
-                ("FLEET_DATABASE_URL", "postgres://b"),
-                ("DATABASE_URL", "postgres://a"),
-            ]),
+            vars(&[("FLEET_DATABASE_URL", "postgres://b"), ("DATABASE_URL", "postgres://a")]),
         )
         .unwrap();
         assert_eq!(cfg.database_url.unwrap().expose(), "postgres://b");

@@ -72,11 +72,7 @@ impl From<FieldViolation> for Violations {
 
 impl fmt::Display for Violations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|v| format!("{}: {}", v.field, v.message))
-            .collect();
+        let parts: Vec<String> = self.0.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
         f.write_str(&parts.join("; "))
     }
 }
@@ -87,11 +83,7 @@ pub fn invalid_argument(violations: &Violations) -> Status {
     for v in violations.iter() {
         details.add_bad_request_violation(v.field.clone(), v.message.clone());
     }
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("invalid request: {violations}"),
-        details,
-    )
+    Status::with_error_details(Code::InvalidArgument, format!("invalid request: {violations}"), details)
 }
 
 /// An opaque `INTERNAL` status. The cause chain is logged here, once, and

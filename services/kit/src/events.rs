@@ -24,12 +24,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
 }
 
 /// A new event about `subject` (a user id), produced by `producer` at `at`.
-pub fn new_event(
-    producer: &str,
-    subject: Option<Uuid>,
-    at: DateTime<Utc>,
-    payload: Payload,
-) -> Event {
+pub fn new_event(producer: &str, subject: Option<Uuid>, at: DateTime<Utc>, payload: Payload) -> Event {
     Event {
         id: Uuid::now_v7().to_string(),
         r#type: event_type(&payload).to_string(),

@@ -54,16 +54,14 @@ macro_rules! outbox_sql {
         impl OutboxConnection for $conn {
             async fn enqueue(&mut self, event: &Event, at: DateTime<Utc>) -> anyhow::Result<()> {
                 let id = Uuid::parse_str(&event.id).context("event id is not a UUID")?;
-                sqlx::query(
-                    "INSERT INTO outbox (id, event_type, payload, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(&event.r#type)
-                .bind(event.encode_to_vec())
-                .bind(at)
-                .execute(&mut *self)
-                .await
-                .context("writing the event to the outbox")?;
+                sqlx::query("INSERT INTO outbox (id, event_type, payload, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(&event.r#type)
+                    .bind(event.encode_to_vec())
+                    .bind(at)
+                    .execute(&mut *self)
+                    .await
+                    .context("writing the event to the outbox")?;
                 Ok(())
             }
         }
@@ -71,13 +69,12 @@ macro_rules! outbox_sql {
         #[async_trait::async_trait]
         impl OutboxTable for Pool<$db> {
             async fn pending(&self, limit: i64) -> anyhow::Result<Vec<Pending>> {
-                let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-                    "SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(self)
-                .await
-                .context("reading the outbox")?;
+                let rows: Vec<(Uuid, Vec<u8>)> =
+                    sqlx::query_as("SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1")
+                        .bind(limit)
+                        .fetch_all(self)
+                        .await
+                        .context("reading the outbox")?;
                 Ok(rows
                     .into_iter()
                     .map(|(id, payload)| Pending { id, payload })
@@ -95,11 +92,10 @@ macro_rules! outbox_sql {
             }
 
             async fn backlog(&self) -> anyhow::Result<i64> {
-                let (n,): (i64,) =
-                    sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                        .fetch_one(self)
-                        .await
-                        .context("counting the outbox backlog")?;
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(self)
+                    .await
+                    .context("counting the outbox backlog")?;
                 Ok(n)
             }
         }
@@ -165,8 +161,8 @@ impl OutboxRelay {
                 return Ok(sent);
             }
             for row in batch {
-                let event = Event::decode(row.payload.as_slice())
-                    .context("an outbox row does not decode as an event")?;
+                let event =
+                    Event::decode(row.payload.as_slice()).context("an outbox row does not decode as an event")?;
                 self.bus.publish(&event).await?;
                 self.table.mark_published(row.id, self.clock.now()).await?;
                 sent += 1;
@@ -190,7 +186,11 @@ impl OutboxRelay {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = format!("{err:#}"), retry_in_ms = backoff.as_millis() as u64, "outbox relay could not publish");
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay could not publish"
+                    );
                     // New commits do not cut a backoff short.
                     tokio::select! {
                         () = &mut shutdown => return,

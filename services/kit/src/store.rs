@@ -79,9 +79,7 @@ impl Db {
             let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
             if let Err(err) = sqlx::query(&create).execute(&pool).await {
                 // Two processes creating the schema at once: one loses the race.
-                let raced = err
-                    .as_database_error()
-                    .is_some_and(|e| e.is_unique_violation());
+                let raced = err.as_database_error().is_some_and(|e| e.is_unique_violation());
                 if !raced {
                     return Err(err).context("creating the service schema");
                 }
@@ -90,8 +88,7 @@ impl Db {
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or(path);
             if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             let options = SqliteConnectOptions::from_str(url)
                 .context("invalid SQLite URL")?
@@ -165,12 +162,7 @@ where
 /// one, else a SQLite file `<data_dir>/<service>.db`. A shared SQLite URL is
 /// split per service too (`fleet.db` → `fleet-users.db`), since services
 /// never share tables.
-pub fn service_database_url(
-    own: Option<&str>,
-    shared: Option<&str>,
-    data_dir: &Path,
-    service: &str,
-) -> String {
+pub fn service_database_url(own: Option<&str>, shared: Option<&str>, data_dir: &Path, service: &str) -> String {
     if let Some(url) = own.filter(|u| !u.is_empty()) {
         return url.to_string();
     }

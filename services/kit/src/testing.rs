@@ -33,8 +33,7 @@ pub fn backends_required() -> bool {
 
 /// The PostgreSQL server tests use.
 pub fn postgres_admin_url() -> String {
-    std::env::var("FLEET_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("FLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 const PREFIX: &str = "fleet_test_";
@@ -48,10 +47,7 @@ pub async fn database(backend: TestBackend) -> Option<TestDatabase> {
         TestBackend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            Some(TestDatabase {
-                url,
-                _dir: Some(dir),
-            })
+            Some(TestDatabase { url, _dir: Some(dir) })
         }
         TestBackend::Postgres => {
             let admin = postgres_admin_url();
@@ -80,11 +76,10 @@ pub async fn database(backend: TestBackend) -> Option<TestDatabase> {
 }
 
 async fn drop_stale(conn: &mut PgConnection, now: u64) {
-    let names: Vec<(String,)> =
-        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_test\\_%'")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_default();
+    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_test\\_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
     for (name,) in names {
         let created = name
             .strip_prefix(PREFIX)

@@ -330,10 +330,10 @@ impl TokenVerifier {
             return Err(TokenError::Expired);
         }
         let principal = principal(&claims)?;
-        if let Principal::User { session_id, .. } = &principal {
-            if self.revoked.is_revoked(*session_id, now) {
-                return Err(TokenError::Revoked);
-            }
+        if let Principal::User { session_id, .. } = &principal
+            && self.revoked.is_revoked(*session_id, now)
+        {
+            return Err(TokenError::Revoked);
         }
         Ok(Identity {
             principal,

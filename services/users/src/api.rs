@@ -11,9 +11,8 @@ use fleet_kit::{
     token::{Identity, require_identity, require_service, require_user},
 };
 use fleet_proto::users::v1::{
-    CreateUserRequest, DeleteUserRequest, GetMeRequest, GetUserByEmailRequest, GetUserRequest,
-    ListUsersRequest, ListUsersResponse, UpdateMeRequest, UpdateUserRequest, User,
-    users_service_server::UsersService,
+    CreateUserRequest, DeleteUserRequest, GetMeRequest, GetUserByEmailRequest, GetUserRequest, ListUsersRequest,
+    ListUsersResponse, UpdateMeRequest, UpdateUserRequest, User, users_service_server::UsersService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -206,7 +205,9 @@ impl UsersApi {
     async fn delete_user(&self, identity: &Identity, req: DeleteUserRequest) -> Result<(), UsersError> {
         let id = parse_id("id", &req.id)?;
         if !(identity.is_admin() || identity.is_service() || identity.user_id() == Some(id)) {
-            return Err(UsersError::Forbidden("only the user or an administrator may delete a user"));
+            return Err(UsersError::Forbidden(
+                "only the user or an administrator may delete a user",
+            ));
         }
         self.store.delete(id, self.clock.now()).await?;
         self.relay.wake();

@@ -181,18 +181,36 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_validated() {
         assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
-        assert_eq!(Email::parse("o'brien+x@mail.example.org").unwrap().as_str(), "o'brien+x@mail.example.org");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@localhost", "a b@example.com", "a..b@example.com", "ada@-x.com"] {
+        assert_eq!(
+            Email::parse("o'brien+x@mail.example.org").unwrap().as_str(),
+            "o'brien+x@mail.example.org"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@localhost",
+            "a b@example.com",
+            "a..b@example.com",
+            "ada@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
-        assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(250))), Err(EmailError::TooLong));
+        assert_eq!(
+            Email::parse(&format!("{}@example.com", "a".repeat(250))),
+            Err(EmailError::TooLong)
+        );
     }
 
     #[test]
     fn display_names_are_bounded() {
         assert_eq!(DisplayName::parse("  Ada  ").unwrap().as_str(), "Ada");
         assert_eq!(DisplayName::parse("   "), Err(DisplayNameError::Empty));
-        assert_eq!(DisplayName::parse(&"é".repeat(64)).unwrap().as_str().chars().count(), 64);
+        assert_eq!(
+            DisplayName::parse(&"é".repeat(64)).unwrap().as_str().chars().count(),
+            64
+        );
         assert_eq!(DisplayName::parse(&"é".repeat(65)), Err(DisplayNameError::TooLong));
         assert_eq!(DisplayName::parse("a\u{0}b"), Err(DisplayNameError::ControlCharacters));
     }

@@ -40,7 +40,9 @@ pub struct Deps {
 
 /// Makes the store ready.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    db.migrate(&store::migrations()).await.context("migrating the users store")
+    db.migrate(&store::migrations())
+        .await
+        .context("migrating the users store")
 }
 
 /// Serves the users service on `listener` until `shutdown` is cancelled; the

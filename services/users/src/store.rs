@@ -85,7 +85,8 @@ impl UserPatch {
             ("status", self.status.is_some()),
         ]
         .into_iter()
-        .filter_map(|(name, set)| set.then(|| name.to_string()))
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| name.to_string())
         .collect()
     }
 }
@@ -179,7 +180,11 @@ macro_rules! sql_user_store {
         #[async_trait::async_trait]
         impl UserStore for SqlUserStore<$db> {
             async fn create(&self, new: NewUser, at: DateTime<Utc>) -> Result<UserRecord, StoreError> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
                 let user: UserRecord = sqlx::query_as(&format!(
                     "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', 1, $5, $5) RETURNING {COLUMNS}"
                 ))
@@ -213,19 +218,23 @@ macro_rules! sql_user_store {
             }
 
             async fn get(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
-                Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .context("reading a user")?)
+                Ok(
+                    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .context("reading a user")?,
+                )
             }
 
             async fn get_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
-                Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
-                    .bind(email.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .context("reading a user by email")?)
+                Ok(
+                    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
+                        .bind(email.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .context("reading a user by email")?,
+                )
             }
 
             async fn list(&self, query: &ListQuery) -> Result<Vec<UserRecord>, StoreError> {
@@ -247,7 +256,11 @@ macro_rules! sql_user_store {
             }
 
             async fn update(&self, id: Uuid, patch: UserPatch, at: DateTime<Utc>) -> Result<UserRecord, StoreError> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
                 let updated: Option<UserRecord> = sqlx::query_as(&format!(
                     "UPDATE users SET \
                         email = COALESCE($2, email), \
@@ -301,7 +314,11 @@ macro_rules! sql_user_store {
             }
 
             async fn delete(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
                 let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)

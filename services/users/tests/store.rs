@@ -1,11 +1,12 @@
 //! Contract tests of the users store, run against SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use chrono::Utc;
 use fleet_kit::{
-    Db, SharedClock, SystemClock,
-    backend_tests,
+    Db, SharedClock, SystemClock, backend_tests,
     events::InProcessBus,
     outbox::OutboxRelay,
     testing::{TestBackend, database},
@@ -44,27 +45,46 @@ fn new_user(email: &str, name: &str) -> NewUser {
 
 async fn creates_and_reads_users_by_id_and_any_case_email(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let created = f.store.create(new_user("Ada@Example.com", "Ada"), Utc::now()).await.unwrap();
+    let created = f
+        .store
+        .create(new_user("Ada@Example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(created.email, "ada@example.com");
     assert_eq!(created.role, "user");
     assert_eq!(created.status, "active");
     assert_eq!(created.version, 1);
     assert_eq!(f.store.get(created.id).await.unwrap(), Some(created.clone()));
-    let by_email = f.store.get_by_email(&Email::parse("ADA@EXAMPLE.COM").unwrap()).await.unwrap();
+    let by_email = f
+        .store
+        .get_by_email(&Email::parse("ADA@EXAMPLE.COM").unwrap())
+        .await
+        .unwrap();
     assert_eq!(by_email, Some(created));
     assert_eq!(f.store.get(Uuid::now_v7()).await.unwrap(), None);
 }
 
 async fn a_duplicate_email_in_any_case_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
-    let err = f.store.create(new_user("ADA@example.COM", "Other"), Utc::now()).await.unwrap_err();
+    f.store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
+    let err = f
+        .store
+        .create(new_user("ADA@example.COM", "Other"), Utc::now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
 }
 
 async fn updates_bump_the_version_and_a_stale_version_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
+    let user = f
+        .store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
     let patch = UserPatch {
         display_name: Some(DisplayName::parse("Ada L.").unwrap()),
         status: Some(Status::Disabled),
@@ -72,72 +92,132 @@ async fn updates_bump_the_version_and_a_stale_version_is_refused(backend: TestBa
         ..UserPatch::default()
     };
     let updated = f.store.update(user.id, patch.clone(), Utc::now()).await.unwrap();
-    assert_eq!((updated.display_name.as_str(), updated.status.as_str(), updated.version), ("Ada L.", "disabled", 2));
+    assert_eq!(
+        (updated.display_name.as_str(), updated.status.as_str(), updated.version),
+        ("Ada L.", "disabled", 2)
+    );
     let err = f.store.update(user.id, patch, Utc::now()).await.unwrap_err();
     assert!(matches!(err, StoreError::VersionConflict { current: 2 }), "{err:?}");
-    let err = f.store.update(Uuid::now_v7(), UserPatch::default(), Utc::now()).await.unwrap_err();
+    let err = f
+        .store
+        .update(Uuid::now_v7(), UserPatch::default(), Utc::now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
 
 async fn changing_to_a_taken_email_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
-    let bob = f.store.create(new_user("bob@example.com", "Bob"), Utc::now()).await.unwrap();
+    f.store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
+    let bob = f
+        .store
+        .create(new_user("bob@example.com", "Bob"), Utc::now())
+        .await
+        .unwrap();
     let patch = UserPatch {
         email: Some(Email::parse("Ada@Example.com").unwrap()),
         ..UserPatch::default()
     };
-    assert!(matches!(f.store.update(bob.id, patch, Utc::now()).await, Err(StoreError::EmailTaken)));
+    assert!(matches!(
+        f.store.update(bob.id, patch, Utc::now()).await,
+        Err(StoreError::EmailTaken)
+    ));
 }
 
 async fn deleting_removes_the_user_once(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
+    let user = f
+        .store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
     f.store.delete(user.id, Utc::now()).await.unwrap();
     assert_eq!(f.store.get(user.id).await.unwrap(), None);
-    assert!(matches!(f.store.delete(user.id, Utc::now()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        f.store.delete(user.id, Utc::now()).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn listing_pages_by_id_and_filters_literally(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    for (email, name) in [("a@x.io", "Alpha"), ("b@x.io", "50% off"), ("c@x.io", "alphabet"), ("d@x.io", "Delta")] {
+    for (email, name) in [
+        ("a@x.io", "Alpha"),
+        ("b@x.io", "50% off"),
+        ("c@x.io", "alphabet"),
+        ("d@x.io", "Delta"),
+    ] {
         f.store.create(new_user(email, name), Utc::now()).await.unwrap();
     }
     let all = f
         .store
-        .list(&ListQuery { after: None, q: None, q_matches_email: false, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: None,
+            q_matches_email: false,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(all.len(), 4);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
     let page = f
         .store
-        .list(&ListQuery { after: Some(all[1].id), q: None, q_matches_email: false, limit: 10 })
+        .list(&ListQuery {
+            after: Some(all[1].id),
+            q: None,
+            q_matches_email: false,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(page, all[2..].to_vec());
-    let names = |rows: Vec<fleet_users::store::UserRecord>| rows.into_iter().map(|u| u.display_name).collect::<Vec<_>>();
+    let names =
+        |rows: Vec<fleet_users::store::UserRecord>| rows.into_iter().map(|u| u.display_name).collect::<Vec<_>>();
     let alpha = f
         .store
-        .list(&ListQuery { after: None, q: Some("ALPHA".into()), q_matches_email: false, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: Some("ALPHA".into()),
+            q_matches_email: false,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(names(alpha), ["Alpha", "alphabet"]);
     let percent = f
         .store
-        .list(&ListQuery { after: None, q: Some("%".into()), q_matches_email: false, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: Some("%".into()),
+            q_matches_email: false,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(names(percent), ["50% off"]);
     let by_email = f
         .store
-        .list(&ListQuery { after: None, q: Some("d@x".into()), q_matches_email: true, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: Some("d@x".into()),
+            q_matches_email: true,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(names(by_email), ["Delta"]);
     let not_for_everyone = f
         .store
-        .list(&ListQuery { after: None, q: Some("d@x".into()), q_matches_email: false, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: Some("d@x".into()),
+            q_matches_email: false,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert!(not_for_everyone.is_empty());
@@ -155,11 +235,28 @@ async fn sql_injection_strings_are_stored_and_returned_literally(backend: TestBa
     let q = "' OR '1'='1";
     let hits = f
         .store
-        .list(&ListQuery { after: None, q: Some(q.into()), q_matches_email: true, limit: 10 })
+        .list(&ListQuery {
+            after: None,
+            q: Some(q.into()),
+            q_matches_email: true,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert!(hits.is_empty(), "the filter matched literally, not as SQL");
-    assert_eq!(f.store.list(&ListQuery { after: None, q: None, q_matches_email: false, limit: 10 }).await.unwrap().len(), 1);
+    assert_eq!(
+        f.store
+            .list(&ListQuery {
+                after: None,
+                q: None,
+                q_matches_email: false,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn each_change_leaves_its_event_in_the_outbox_for_the_relay(backend: TestBackend) {
@@ -168,8 +265,15 @@ async fn each_change_leaves_its_event_in_the_outbox_for_the_relay(backend: TestB
     let mut events = bus.subscribe();
     let clock: SharedClock = Arc::new(SystemClock);
     let relay = OutboxRelay::new(&f.db, Arc::new(bus.clone()), clock);
-    let user = f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
-    let patch = UserPatch { display_name: Some(DisplayName::parse("Ada L.").unwrap()), ..UserPatch::default() };
+    let user = f
+        .store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
+    let patch = UserPatch {
+        display_name: Some(DisplayName::parse("Ada L.").unwrap()),
+        ..UserPatch::default()
+    };
     f.store.update(user.id, patch, Utc::now()).await.unwrap();
     f.store.delete(user.id, Utc::now()).await.unwrap();
     assert_eq!(relay.backlog().await.unwrap(), 3);
@@ -191,7 +295,11 @@ async fn each_change_leaves_its_event_in_the_outbox_for_the_relay(backend: TestB
 
 async fn a_change_and_its_event_commit_together_or_not_at_all(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f.store.create(new_user("ada@example.com", "Ada"), Utc::now()).await.unwrap();
+    let user = f
+        .store
+        .create(new_user("ada@example.com", "Ada"), Utc::now())
+        .await
+        .unwrap();
     // Break the outbox so the event write fails after the change was made.
     let rename = "ALTER TABLE outbox RENAME TO outbox_broken";
     match &f.db {
@@ -199,15 +307,31 @@ async fn a_change_and_its_event_commit_together_or_not_at_all(backend: TestBacke
         Db::Sqlite(pool) => sqlx::query(rename).execute(pool).await.map(|_| ()),
     }
     .unwrap();
-    assert!(f.store.create(new_user("bob@example.com", "Bob"), Utc::now()).await.is_err());
-    let patch = UserPatch { display_name: Some(DisplayName::parse("Changed").unwrap()), ..UserPatch::default() };
+    assert!(
+        f.store
+            .create(new_user("bob@example.com", "Bob"), Utc::now())
+            .await
+            .is_err()
+    );
+    let patch = UserPatch {
+        display_name: Some(DisplayName::parse("Changed").unwrap()),
+        ..UserPatch::default()
+    };
     assert!(f.store.update(user.id, patch, Utc::now()).await.is_err());
     assert!(f.store.delete(user.id, Utc::now()).await.is_err());
 
-    let bob = f.store.get_by_email(&Email::parse("bob@example.com").unwrap()).await.unwrap();
+    let bob = f
+        .store
+        .get_by_email(&Email::parse("bob@example.com").unwrap())
+        .await
+        .unwrap();
     assert!(bob.is_none(), "the insert was rolled back with its event");
     let ada = f.store.get(user.id).await.unwrap().expect("the delete was rolled back");
-    assert_eq!((ada.display_name.as_str(), ada.version), ("Ada", 1), "the update was rolled back");
+    assert_eq!(
+        (ada.display_name.as_str(), ada.version),
+        ("Ada", 1),
+        "the update was rolled back"
+    );
 }
 
 backend_tests!(

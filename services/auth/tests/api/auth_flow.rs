@@ -1,0 +1,420 @@
+//! Registration, login, refresh, logout, lockout and password change over
+//! real gRPC.
+
+use chrono::Duration;
+use fleet_kit::{backend_tests, testing::TestBackend};
+use fleet_proto::{
+    auth::v1::{
+        ChangePasswordRequest, ListSessionsRequest, LogoutRequest, RefreshRequest, RegisterRequest,
+        RevokeSessionRequest,
+    },
+    users::v1::GetMeRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{PASSWORD, Stack, authed, violated_fields};
+
+async fn register_login_refresh_reuse_and_logout(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let user = stack.register("ada@example.com", "Ada").await;
+    assert_eq!(user.email, "ada@example.com");
+
+    let login = stack.login("ada@example.com").await;
+    assert_eq!(login.token_type, "Bearer");
+    assert_eq!(login.expires_in, 900);
+    assert!(!login.mfa_required);
+    assert_eq!(login.user.unwrap().id, user.id);
+    let me = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &login.access_token))
+        .await
+        .unwrap();
+    assert_eq!(me.into_inner().id, user.id);
+
+    // Rotation: the refresh token is spent and a new pair comes back.
+    let mut auth = stack.auth.clone();
+    let first = login.refresh_token;
+    let second = auth
+        .refresh(RefreshRequest {
+            refresh_token: first.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(second.refresh_token, first);
+    assert_eq!(second.user.unwrap().id, user.id);
+
+    // Presenting the spent one again revokes the whole family...
+    let reuse = auth.refresh(RefreshRequest { refresh_token: first }).await.unwrap_err();
+    assert_eq!(reuse.code(), Code::Unauthenticated);
+    // ...so the fresh token of that family is dead too, and so are its access tokens.
+    let dead = auth
+        .refresh(RefreshRequest {
+            refresh_token: second.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dead.code(), Code::Unauthenticated);
+    let revoked = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &second.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+
+    // A new session, then logout ends it at once.
+    let session = stack.login("ada@example.com").await;
+    auth.logout(authed(LogoutRequest {}, &session.access_token))
+        .await
+        .unwrap();
+    let after = auth
+        .refresh(RefreshRequest {
+            refresh_token: session.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(after.code(), Code::Unauthenticated);
+    let me = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &session.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(me.code(), Code::Unauthenticated);
+}
+
+async fn duplicate_emails_in_any_case_already_exist(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    for email in ["ada@example.com", "ADA@Example.COM", "  Ada@example.com "] {
+        let err = stack
+            .auth
+            .clone()
+            .register(RegisterRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: "Again".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{email}");
+    }
+}
+
+async fn bad_input_is_invalid_argument_with_field_details(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let mut auth = stack.auth.clone();
+    let bad_email = auth
+        .register(RegisterRequest {
+            email: "not-an-email".into(),
+            password: PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_email.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&bad_email), ["email"]);
+
+    let short = auth
+        .register(RegisterRequest {
+            email: "ada@example.com".into(),
+            password: "short".into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(short.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&short), ["password"]);
+
+    let both = auth
+        .register(RegisterRequest {
+            email: "x@".into(),
+            password: PASSWORD.into(),
+            display_name: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&both), ["email", "display_name"]);
+    // Nothing half-made: the address is still free.
+    stack.register("ada@example.com", "Ada").await;
+}
+
+async fn a_wrong_password_and_an_unknown_email_answer_alike(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    let wrong = stack
+        .login_with("ada@example.com", "not the password")
+        .await
+        .unwrap_err();
+    let unknown = stack
+        .login_with("nobody@example.com", "not the password")
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!((wrong.code(), wrong.message()), (unknown.code(), unknown.message()));
+    assert_eq!(wrong.details(), unknown.details());
+}
+
+async fn the_failed_login_limit_holds_under_concurrent_attempts(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    let attempts = (0..20).map(|_| {
+        let mut auth = stack.auth.clone();
+        async move {
+            auth.login(fleet_proto::auth::v1::LoginRequest {
+                email: "ada@example.com".into(),
+                password: "a wrong guess!".into(),
+            })
+            .await
+            .unwrap_err()
+            .code()
+        }
+    });
+    let codes = futures::future::join_all(attempts).await;
+    let checked = codes.iter().filter(|c| **c == Code::Unauthenticated).count();
+    let refused = codes.iter().filter(|c| **c == Code::ResourceExhausted).count();
+    assert_eq!((checked, refused), (5, 15), "{codes:?}");
+
+    // Locked: even the right password is refused, until the delay has passed.
+    let locked = stack.login_with("ada@example.com", PASSWORD).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    stack.clock.advance(Duration::seconds(31));
+    stack.login("ada@example.com").await;
+}
+
+async fn changing_the_password_revokes_the_other_sessions(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    let here = stack.login("ada@example.com").await;
+    let elsewhere = stack.login("ada@example.com").await;
+    let mut auth = stack.auth.clone();
+    let sessions = auth
+        .list_sessions(authed(ListSessionsRequest {}, &here.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sessions.items.len(), 2);
+    assert_eq!(sessions.items.iter().filter(|s| s.current).count(), 1);
+
+    let new_password = "a brand new passphrase";
+    let wrong = auth
+        .change_password(authed(
+            ChangePasswordRequest {
+                current_password: "wrong".into(),
+                new_password: new_password.into(),
+            },
+            &here.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    auth.change_password(authed(
+        ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: new_password.into(),
+        },
+        &here.access_token,
+    ))
+    .await
+    .unwrap();
+
+    // The other session is gone: refresh and access token both fail.
+    let refresh = auth
+        .refresh(RefreshRequest {
+            refresh_token: elsewhere.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refresh.code(), Code::Unauthenticated);
+    let me = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &elsewhere.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(me.code(), Code::Unauthenticated);
+    // This one lives on; the old password is dead, the new one works.
+    auth.refresh(RefreshRequest {
+        refresh_token: here.refresh_token,
+    })
+    .await
+    .unwrap();
+    let sessions = auth
+        .list_sessions(authed(ListSessionsRequest {}, &here.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sessions.items.len(), 1);
+    assert_eq!(
+        stack.login_with("ada@example.com", PASSWORD).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    stack.login_with("ada@example.com", new_password).await.unwrap();
+}
+
+async fn a_user_revokes_only_their_own_sessions(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let (_, ada) = stack.signed_in("ada@example.com", "Ada").await;
+    let (_, bob) = stack.signed_in("bob@example.com", "Bob").await;
+    let mut auth = stack.auth.clone();
+    let bobs = auth
+        .list_sessions(authed(ListSessionsRequest {}, &bob))
+        .await
+        .unwrap()
+        .into_inner();
+    let bob_session = bobs.items[0].id.clone();
+    let err = auth
+        .revoke_session(authed(
+            RevokeSessionRequest {
+                id: bob_session.clone(),
+            },
+            &ada,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    auth.revoke_session(authed(RevokeSessionRequest { id: bob_session }, &bob))
+        .await
+        .unwrap();
+    let me = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &bob))
+        .await
+        .unwrap_err();
+    assert_eq!(me.code(), Code::Unauthenticated);
+    let bad = auth
+        .revoke_session(authed(RevokeSessionRequest { id: "nope".into() }, &ada))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["id"]);
+}
+
+async fn an_expired_access_token_is_refused(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let (_, token) = stack.signed_in("ada@example.com", "Ada").await;
+    stack.clock.advance(Duration::minutes(16));
+    let err = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+async fn deleting_an_account_ends_its_sessions_and_credentials(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let (user, token) = stack.signed_in("ada@example.com", "Ada").await;
+    let login = stack.login("ada@example.com").await;
+    stack
+        .users
+        .clone()
+        .delete_user(authed(
+            fleet_proto::users::v1::DeleteUserRequest { id: user.id.clone() },
+            &token,
+        ))
+        .await
+        .unwrap();
+    // The deletion reaches auth through the event bus: credentials go.
+    let user_id = uuid::Uuid::parse_str(&user.id).unwrap();
+    let store = fleet_auth::store::auth_store(&stack.auth_db);
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.credentials(user_id).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "credentials of a deleted account were not removed");
+    assert!(
+        store
+            .active_sessions(user_id, stack.clock_now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let refreshed = stack
+        .auth
+        .clone()
+        .refresh(RefreshRequest {
+            refresh_token: login.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refreshed.code(), Code::Unauthenticated);
+    assert_eq!(
+        stack.login_with("ada@example.com", PASSWORD).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // The address is free again.
+    stack.register("ada@example.com", "Ada again").await;
+}
+
+async fn a_failed_credential_write_undoes_the_new_account(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let rename = "ALTER TABLE credentials RENAME TO credentials_broken";
+    match &stack.auth_db {
+        fleet_kit::Db::Postgres(pool) => sqlx::query(rename).execute(pool).await.map(|_| ()),
+        fleet_kit::Db::Sqlite(pool) => sqlx::query(rename).execute(pool).await.map(|_| ()),
+    }
+    .unwrap();
+    let err = stack
+        .auth
+        .clone()
+        .register(RegisterRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(
+        !err.message().contains("credentials"),
+        "no internals leak: {}",
+        err.message()
+    );
+    let users = fleet_users::store::user_store(&stack.users_db);
+    let left = users
+        .get_by_email(&fleet_users::domain::Email::parse("ada@example.com").unwrap())
+        .await
+        .unwrap();
+    assert!(left.is_none(), "the account made in the first step was removed");
+}
+
+backend_tests!(
+    a_failed_credential_write_undoes_the_new_account,
+    register_login_refresh_reuse_and_logout,
+    duplicate_emails_in_any_case_already_exist,
+    bad_input_is_invalid_argument_with_field_details,
+    a_wrong_password_and_an_unknown_email_answer_alike,
+    the_failed_login_limit_holds_under_concurrent_attempts,
+    changing_the_password_revokes_the_other_sessions,
+    a_user_revokes_only_their_own_sessions,
+    an_expired_access_token_is_refused,
+    deleting_an_account_ends_its_sessions_and_credentials,
+);
