@@ -497,7 +497,10 @@ impl AuthService for AuthGrpc {
         if !(identity.is_admin() || identity.is_service()) {
             return Err(Status::permission_denied("only administrators may rotate signing keys"));
         }
-        let kid = self.0.issuer.rotate().await.map_err(AuthError::from)?;
-        Ok(Response::new(RotateSigningKeyResponse { kid }))
+        let (kid, active_from) = self.0.issuer.rotate().await.map_err(AuthError::from)?;
+        Ok(Response::new(RotateSigningKeyResponse {
+            kid,
+            active_from: Some(to_timestamp(active_from)),
+        }))
     }
 }

@@ -21,20 +21,25 @@ use uuid::Uuid;
 
 use crate::store::{AuthStore, SigningKeyRecord};
 
-/// Service tokens live as long as access tokens but are minted per call.
+/// Service tokens are minted per call and live briefly.
 const SERVICE_TOKEN_TTL_SECS: i64 = 300;
+/// A rotated key signs only after this delay: longer than the interval at
+/// which verifiers may refetch the key set, so none meets an unknown `kid`.
+pub const KEY_ACTIVATION_DELAY_SECS: i64 = 60;
 
-struct ActiveKey {
+struct LoadedKey {
     kid: String,
     key: EncodingKey,
+    active_from: DateTime<Utc>,
 }
 
-/// Signs access and service tokens with the newest key.
+/// Signs access and service tokens with the key active at the time.
 pub struct TokenIssuer {
     settings: TokenSettings,
     store: Arc<dyn AuthStore>,
     clock: SharedClock,
-    active: RwLock<Option<ActiveKey>>,
+    /// Every key, in activation order.
+    keys: RwLock<Vec<LoadedKey>>,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -46,7 +51,7 @@ impl std::fmt::Debug for TokenIssuer {
 }
 
 /// A new key record, its private half PKCS#8-encoded.
-fn generate_key(at: DateTime<Utc>) -> anyhow::Result<SigningKeyRecord> {
+fn generate_key(created_at: DateTime<Utc>, active_from: DateTime<Utc>) -> anyhow::Result<SigningKeyRecord> {
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let signing = SigningKey::from_bytes(&seed);
@@ -57,53 +62,59 @@ fn generate_key(at: DateTime<Utc>) -> anyhow::Result<SigningKeyRecord> {
         kid,
         private_key: private.as_bytes().to_vec(),
         public_key: public,
-        created_at: at,
-        retired_at: None,
+        created_at,
+        active_from,
     })
 }
 
 impl TokenIssuer {
-    /// Loads the newest key, creating the first one if there is none.
+    /// Loads the keys, creating the first one (active at once) if there is none.
     pub async fn load(store: Arc<dyn AuthStore>, settings: TokenSettings, clock: SharedClock) -> anyhow::Result<Self> {
         let issuer = Self {
             settings,
             store,
             clock,
-            active: RwLock::new(None),
+            keys: RwLock::new(Vec::new()),
         };
         if !issuer.reload().await? {
-            issuer.rotate().await?;
+            let now = issuer.clock.now();
+            issuer.store.add_signing_key(&generate_key(now, now)?).await?;
+            issuer.reload().await?;
+            tracing::info!("created the first signing key");
         }
         Ok(issuer)
     }
 
-    /// Re-reads the newest key (another replica may have rotated); false
-    /// when there is none.
+    /// Re-reads the keys (another replica may have rotated); false when
+    /// there are none.
     pub async fn reload(&self) -> anyhow::Result<bool> {
-        let keys = self.store.signing_keys().await?;
-        let Some(newest) = keys
+        let keys: Vec<LoadedKey> = self
+            .store
+            .signing_keys()
+            .await?
             .into_iter()
-            .filter(|k| k.retired_at.is_none())
-            .max_by_key(|k| k.created_at)
-        else {
-            return Ok(false);
-        };
-        let active = ActiveKey {
-            kid: newest.kid,
-            key: EncodingKey::from_ed_der(&newest.private_key),
-        };
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(active);
-        Ok(true)
+            .map(|k| LoadedKey {
+                kid: k.kid,
+                key: EncodingKey::from_ed_der(&k.private_key),
+                active_from: k.active_from,
+            })
+            .collect();
+        let found = !keys.is_empty();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(found)
     }
 
-    /// Adds a new key and signs with it from now on; returns its `kid`.
-    pub async fn rotate(&self) -> anyhow::Result<String> {
-        let record = generate_key(self.clock.now())?;
+    /// Adds a key that is published now and signs after
+    /// [`KEY_ACTIVATION_DELAY_SECS`]; returns its `kid` and activation time.
+    pub async fn rotate(&self) -> anyhow::Result<(String, DateTime<Utc>)> {
+        let now = self.clock.now();
+        let active_from = now + Duration::seconds(KEY_ACTIVATION_DELAY_SECS);
+        let record = generate_key(now, active_from)?;
         let kid = record.kid.clone();
         self.store.add_signing_key(&record).await?;
         self.reload().await?;
-        tracing::info!(kid, "signing key rotated");
-        Ok(kid)
+        tracing::info!(kid, %active_from, "signing key added");
+        Ok((kid, active_from))
     }
 
     /// The issuance settings.
@@ -112,8 +123,15 @@ impl TokenIssuer {
     }
 
     fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
-        let guard = self.active.read().unwrap_or_else(|p| p.into_inner());
-        let active = guard.as_ref().context("no signing key loaded")?;
+        let now = self.clock.now();
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        // The newest active key; before any is active, the oldest.
+        let active = keys
+            .iter()
+            .rev()
+            .find(|k| k.active_from <= now)
+            .or_else(|| keys.first())
+            .context("no signing key loaded")?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_TYPE.into());
         header.kid = Some(active.kid.clone());
@@ -160,18 +178,22 @@ impl TokenIssuer {
         })
     }
 
-    /// The public keys a verifier must know: the active ones, and retired
-    /// ones whose tokens may still be valid.
+    /// The public keys a verifier must know: keys not yet active, the active
+    /// one, and older ones whose tokens may still be valid.
     pub async fn jwks(&self) -> anyhow::Result<Jwks> {
         let now = self.clock.now();
-        let horizon = Duration::seconds(i64::from(self.settings.access_ttl_secs).max(SERVICE_TOKEN_TTL_SECS) + 60);
-        let keys = self
-            .store
-            .signing_keys()
-            .await?
+        let lifetime = i64::from(self.settings.access_ttl_secs).max(SERVICE_TOKEN_TTL_SECS);
+        let horizon = Duration::seconds(lifetime + 60);
+        let records = self.store.signing_keys().await?;
+        // A key is superseded once the next one in activation order is active.
+        let superseded: Vec<Option<DateTime<Utc>>> = (0..records.len())
+            .map(|i| records.get(i + 1).map(|next| next.active_from).filter(|at| *at <= now))
+            .collect();
+        let keys = records
             .into_iter()
-            .filter(|k| k.retired_at.is_none_or(|at| at + horizon > now))
-            .map(|k| Jwk {
+            .zip(superseded)
+            .filter(|(_, superseded)| superseded.is_none_or(|at| at + horizon > now))
+            .map(|(k, _)| Jwk {
                 kty: "OKP".into(),
                 crv: "Ed25519".into(),
                 x: URL_SAFE_NO_PAD.encode(&k.public_key),

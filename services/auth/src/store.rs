@@ -86,10 +86,10 @@ pub struct SigningKeyRecord {
     pub private_key: Vec<u8>,
     /// The 32-byte public key.
     pub public_key: Vec<u8>,
-    /// Created (and started signing).
+    /// Created and published.
     pub created_at: DateTime<Utc>,
-    /// Stopped signing.
-    pub retired_at: Option<DateTime<Utc>>,
+    /// Signs from then on, until a newer key becomes active.
+    pub active_from: DateTime<Utc>,
 }
 
 /// What presenting a refresh token did.
@@ -223,7 +223,7 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn forget_user(&self, user_id: Uuid, how: Revocation) -> anyhow::Result<Vec<Uuid>>;
     /// Every signing key.
     async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRecord>>;
-    /// Adds a signing key and retires the others.
+    /// Adds a signing key.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> anyhow::Result<()>;
 }
 
@@ -240,6 +240,10 @@ pub fn auth_store(db: &Db) -> Arc<dyn AuthStore> {
 pub struct SqlAuthStore<DB: sqlx::Database> {
     pool: Pool<DB>,
 }
+
+/// Ends a failure streak: `$1` user id, `$2` time.
+const CLEAR_FAILURES: &str =
+    "UPDATE credentials SET failed_count = 0, locked_until = NULL, updated_at = $2 WHERE user_id = $1";
 
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip, user_agent, amr";
 
@@ -332,9 +336,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn clear_failures(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<bool> {
-                let done = sqlx::query(
-                    "UPDATE credentials SET failed_count = 0, locked_until = NULL, updated_at = $2 WHERE user_id = $1",
-                )
+                let done = sqlx::query(CLEAR_FAILURES)
                 .bind(user_id)
                 .bind(at)
                 .execute(&self.pool)
@@ -353,7 +355,7 @@ macro_rules! sql_auth_store {
 
             async fn start_session(&self, s: &NewSession, events: &[Event], at: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
-                sqlx::query("UPDATE credentials SET failed_count = 0, locked_until = NULL, updated_at = $2 WHERE user_id = $1")
+                sqlx::query(CLEAR_FAILURES)
                     .bind(s.user_id)
                     .bind(at)
                     .execute(&mut *tx)
@@ -516,28 +518,26 @@ macro_rules! sql_auth_store {
             }
 
             async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRecord>> {
-                sqlx::query_as("SELECT kid, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at")
+                sqlx::query_as("SELECT kid, private_key, public_key, created_at, active_from FROM signing_keys ORDER BY active_from, created_at")
                     .fetch_all(&self.pool)
                     .await
                     .context("reading signing keys")
             }
 
             async fn add_signing_key(&self, key: &SigningKeyRecord) -> anyhow::Result<()> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
-                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .context("retiring signing keys")?;
-                sqlx::query("INSERT INTO signing_keys (kid, private_key, public_key, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&key.kid)
-                    .bind(&key.private_key)
-                    .bind(&key.public_key)
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .context("storing a signing key")?;
-                tx.commit().await.context("commit")
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, private_key, public_key, created_at, active_from) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key.kid)
+                .bind(&key.private_key)
+                .bind(&key.public_key)
+                .bind(key.created_at)
+                .bind(key.active_from)
+                .execute(&self.pool)
+                .await
+                .context("storing a signing key")?;
+                Ok(())
             }
         }
     };

@@ -86,11 +86,15 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
     let mut tasks = tokio::task::JoinSet::new();
     for component in components {
         // Bind before anything else, so a taken port fails at once.
+        let listen = match component {
+            Component::Users => config.users.listen,
+            Component::Auth => config.auth.service.listen,
+        };
+        let listener = bind(listen, *component).await?;
         let db = open_store(&config, *component).await?;
         let stop = shutdown.clone();
         match component {
             Component::Users => {
-                let listener = bind(config.users.listen, *component).await?;
                 let keys = GrpcKeySource::new(channel(&config.auth.service.url)?);
                 let verifier = Arc::new(TokenVerifier::new(
                     config.tokens.clone(),
@@ -107,7 +111,6 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
                 tasks.spawn(async move { ("users", fleet_users::serve(deps, listener, stop).await) });
             }
             Component::Auth => {
-                let listener = bind(config.auth.service.listen, *component).await?;
                 let deps = fleet_auth::Deps {
                     db,
                     bus: publisher.clone(),

@@ -175,52 +175,26 @@ async fn listing_pages_by_id_and_filters_literally(backend: TestBackend) {
         .await
         .unwrap();
     assert_eq!(page, all[2..].to_vec());
-    let names =
-        |rows: Vec<fleet_users::store::UserRecord>| rows.into_iter().map(|u| u.display_name).collect::<Vec<_>>();
-    let alpha = f
-        .store
-        .list(&ListQuery {
+    let search = |q: &str, q_matches_email: bool| {
+        let query = ListQuery {
             after: None,
-            q: Some("ALPHA".into()),
-            q_matches_email: false,
+            q: Some(q.into()),
+            q_matches_email,
             limit: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(names(alpha), ["Alpha", "alphabet"]);
-    let percent = f
-        .store
-        .list(&ListQuery {
-            after: None,
-            q: Some("%".into()),
-            q_matches_email: false,
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(names(percent), ["50% off"]);
-    let by_email = f
-        .store
-        .list(&ListQuery {
-            after: None,
-            q: Some("d@x".into()),
-            q_matches_email: true,
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(names(by_email), ["Delta"]);
-    let not_for_everyone = f
-        .store
-        .list(&ListQuery {
-            after: None,
-            q: Some("d@x".into()),
-            q_matches_email: false,
-            limit: 10,
-        })
-        .await
-        .unwrap();
-    assert!(not_for_everyone.is_empty());
+        };
+        let store = f.store.clone();
+        async move {
+            let rows = store.list(&query).await.unwrap();
+            rows.into_iter().map(|u| u.display_name).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("ALPHA", false).await, ["Alpha", "alphabet"]);
+    assert_eq!(search("%", false).await, ["50% off"]);
+    assert_eq!(search("d@x", true).await, ["Delta"]);
+    assert!(
+        search("d@x", false).await.is_empty(),
+        "emails are searched for admins only"
+    );
 }
 
 async fn sql_injection_strings_are_stored_and_returned_literally(backend: TestBackend) {

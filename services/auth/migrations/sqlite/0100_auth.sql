@@ -30,10 +30,12 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
 
+-- A key is published (JWKS) from created_at and signs from active_from, so
+-- that every verifier has fetched it before the first token it signs.
 CREATE TABLE signing_keys (
     kid         TEXT PRIMARY KEY,
     private_key BLOB NOT NULL,
     public_key  BLOB NOT NULL,
     created_at  TEXT NOT NULL,
-    retired_at  TEXT
+    active_from TEXT NOT NULL
 );

@@ -5,8 +5,8 @@ use chrono::Duration;
 use fleet_kit::{backend_tests, testing::TestBackend};
 use fleet_proto::{
     auth::v1::{
-        ChangePasswordRequest, ListSessionsRequest, LogoutRequest, RefreshRequest, RegisterRequest,
-        RevokeSessionRequest,
+        ChangePasswordRequest, GetJwksRequest, ListSessionsRequest, LogoutRequest, RefreshRequest, RegisterRequest,
+        RevokeSessionRequest, RotateSigningKeyRequest,
     },
     users::v1::GetMeRequest,
 };
@@ -406,7 +406,96 @@ async fn a_failed_credential_write_undoes_the_new_account(backend: TestBackend) 
     assert!(left.is_none(), "the account made in the first step was removed");
 }
 
+async fn rotated_keys_sign_new_tokens_while_old_tokens_still_verify(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let (_, old) = stack.signed_in("ada@example.com", "Ada").await;
+    let mut users = stack.users.clone();
+    users.get_me(authed(GetMeRequest {}, &old)).await.unwrap();
+    let admin = stack.admin("root@example.com").await;
+    let mut auth = stack.auth.clone();
+    let denied = auth
+        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &old))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let rotated = auth
+        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let kid = rotated.kid;
+    let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+    let kids = |jwks: fleet_proto::auth::v1::Jwks| jwks.keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    let jwks = auth.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
+    assert!(
+        jwks.keys
+            .iter()
+            .all(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
+    );
+    assert_eq!(
+        kids(jwks),
+        [old_kid.clone(), kid.clone()],
+        "the new key is published before it signs"
+    );
+
+    // Until it is active, the old key still signs, and everything works.
+    let before = stack.login("ada@example.com").await.access_token;
+    assert_eq!(jsonwebtoken::decode_header(&before).unwrap().kid, Some(old_kid));
+    users.get_me(authed(GetMeRequest {}, &before)).await.unwrap();
+
+    stack
+        .clock
+        .advance(Duration::seconds(fleet_auth::keys::KEY_ACTIVATION_DELAY_SECS + 1));
+    let new = stack.login("ada@example.com").await.access_token;
+    assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid, Some(kid.clone()));
+    users.get_me(authed(GetMeRequest {}, &new)).await.unwrap();
+    users.get_me(authed(GetMeRequest {}, &old)).await.unwrap();
+    // Once every token of the old key has expired, it leaves the set.
+    stack.clock.advance(Duration::minutes(20));
+    let jwks = auth.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
+    assert_eq!(kids(jwks), [kid]);
+}
+
+async fn logins_publish_their_audit_events(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let user = stack.register("ada@example.com", "Ada").await;
+    let mut events = stack.bus.subscribe();
+    stack.login_with("ada@example.com", "a wrong guess!").await.unwrap_err();
+    let session = stack.login("ada@example.com").await;
+    stack
+        .auth
+        .clone()
+        .logout(authed(LogoutRequest {}, &session.access_token))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 4 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("the relay publishes within seconds")
+            .unwrap();
+        assert_eq!(event.subject_user_id, user.id);
+        assert_eq!(event.producer, "auth");
+        kinds.push(event.r#type.clone());
+    }
+    assert_eq!(
+        kinds,
+        [
+            "auth.login_failed",
+            "auth.login_succeeded",
+            "session.created",
+            "session.revoked"
+        ]
+    );
+}
+
 backend_tests!(
+    rotated_keys_sign_new_tokens_while_old_tokens_still_verify,
+    logins_publish_their_audit_events,
     a_failed_credential_write_undoes_the_new_account,
     register_login_refresh_reuse_and_logout,
     duplicate_emails_in_any_case_already_exist,

@@ -167,27 +167,26 @@ async fn revocations_write_session_revoked_events(backend: TestBackend) {
     assert!(f.store.credentials(user).await.unwrap().is_none());
 }
 
-async fn a_new_signing_key_retires_the_others(backend: TestBackend) {
+async fn signing_keys_are_kept_in_activation_order(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let key = |kid: &str, at| SigningKeyRecord {
+    let key = |kid: &str, at, active_from| SigningKeyRecord {
         kid: kid.into(),
         private_key: vec![1, 2, 3],
         public_key: vec![4; 32],
         created_at: at,
-        retired_at: None,
+        active_from,
     };
     let t0 = Utc::now();
-    f.store.add_signing_key(&key("k1", t0)).await.unwrap();
     f.store
-        .add_signing_key(&key("k2", t0 + Duration::seconds(1)))
+        .add_signing_key(&key("k2", t0, t0 + Duration::seconds(60)))
         .await
         .unwrap();
+    f.store.add_signing_key(&key("k1", t0, t0)).await.unwrap();
     let keys = f.store.signing_keys().await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
     assert_eq!(
-        keys.iter()
-            .map(|k| (k.kid.as_str(), k.retired_at.is_some()))
-            .collect::<Vec<_>>(),
-        [("k1", true), ("k2", false)]
+        keys[1].active_from.timestamp(),
+        (t0 + Duration::seconds(60)).timestamp()
     );
     assert_eq!(keys[1].public_key, vec![4; 32]);
 }
@@ -196,5 +195,5 @@ backend_tests!(
     attempts_are_counted_by_compare_and_set,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     revocations_write_session_revoked_events,
-    a_new_signing_key_retires_the_others,
+    signing_keys_are_kept_in_activation_order,
 );
