@@ -4,6 +4,7 @@
 use std::{env, error::Error, path::PathBuf};
 
 const PROTOS: &[&str] = &[
+    "fleet/api/v1/options.proto",
     "fleet/users/v1/users.proto",
     "fleet/auth/v1/auth.proto",
     "fleet/events/v1/events.proto",
@@ -15,12 +16,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     println!("cargo:rerun-if-changed=google");
 
-    let fds = protox::compile(PROTOS, ["."])?;
+    let mut compiler = protox::Compiler::new(["."])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(PROTOS)?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    std::fs::write(out.join("fleet_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    // Encoded by protox itself: going through prost_types would drop the
+    // custom options (google.api.http) the gateway routes by.
+    std::fs::write(out.join("fleet_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -1,0 +1,331 @@
+//! The REST route table, built at start-up from the `google.api.http`
+//! annotations in the descriptor set: nothing about a route is written by
+//! hand in the gateway.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, bail};
+use fleet_proto::google::api::{HttpRule, http_rule::Pattern};
+use http::Method;
+use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// A `{field}` variable bound to a top-level request field.
+    Field(String),
+}
+
+/// A parsed path template such as `/api/v1/users/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+impl PathTemplate {
+    /// Parses a template; only whole-segment `{field}` variables are allowed.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let Some(rest) = text.strip_prefix('/') else {
+            bail!("path template {text:?} must start with '/'");
+        };
+        let mut segments = Vec::new();
+        for part in rest.split('/') {
+            if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let valid = !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    bail!("unsupported variable {part:?} in {text:?}: only {{field}} is supported");
+                }
+                segments.push(Segment::Field(inner.to_string()));
+            } else if part.is_empty() || part.contains(['{', '}', '*']) {
+                bail!("unsupported segment {part:?} in {text:?}");
+            } else {
+                segments.push(Segment::Literal(part.to_string()));
+            }
+        }
+        Ok(Self {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The template as written, e.g. for metrics labels.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The variables a path binds, with their literal-segment count, or
+    /// `None` when it does not match.
+    fn matches(&self, path: &str) -> Option<(usize, Bindings)> {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut literals = 0;
+        let mut bindings = Vec::new();
+        for (segment, part) in self.segments.iter().zip(parts) {
+            match segment {
+                Segment::Literal(lit) if lit == part => literals += 1,
+                Segment::Literal(_) => return None,
+                Segment::Field(_) if part.is_empty() => return None,
+                Segment::Field(name) => bindings.push((name.clone(), percent_decode(part)?)),
+            }
+        }
+        Some((literals, bindings))
+    }
+
+    /// The variable names.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Field(name) => Some(name.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for malformed escapes or invalid UTF-8.
+pub fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Where the request message comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodySpec {
+    /// No body: fields come from the path and the query string.
+    None,
+    /// `body: "*"`: the whole JSON body is the request message.
+    Whole,
+}
+
+/// One REST route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template.
+    pub template: PathTemplate,
+    /// The RPC it calls.
+    pub rpc: MethodDescriptor,
+    /// Where the request message comes from.
+    pub body: BodySpec,
+    /// The status of a successful, non-empty answer.
+    pub success_status: u16,
+}
+
+impl Route {
+    /// The gRPC path, `/package.Service/Method`.
+    pub fn grpc_path(&self) -> String {
+        format!("/{}/{}", self.rpc.parent_service().full_name(), self.rpc.name())
+    }
+}
+
+/// Path variables and their decoded values.
+pub type Bindings = Vec<(String, String)>;
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    /// A route and its path bindings.
+    Found(&'a Route, Bindings),
+    /// The path exists, but not for this method.
+    MethodNotAllowed(Vec<Method>),
+    /// No route has this path.
+    NotFound,
+}
+
+/// Every REST route of the fleet.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Builds the table from every annotated RPC of `services` (full names)
+    /// in `pool`. Unannotated RPCs get no route.
+    pub fn from_pool(pool: &DescriptorPool, services: &[&str]) -> anyhow::Result<Self> {
+        let http_ext = pool
+            .get_extension_by_name("google.api.http")
+            .context("the descriptor set lacks google.api.http")?;
+        let status_ext = pool.get_extension_by_name("fleet.api.v1.success_status");
+        let mut routes = Vec::new();
+        for name in services {
+            let service = pool
+                .get_service_by_name(name)
+                .with_context(|| format!("service {name} is not in the descriptor set"))?;
+            for rpc in service.methods() {
+                let options = rpc.options();
+                if !options.has_extension(&http_ext) {
+                    continue;
+                }
+                let rule_value = options.get_extension(&http_ext);
+                let Value::Message(rule) = rule_value.as_ref() else {
+                    bail!("{}: google.api.http is not a message", rpc.full_name());
+                };
+                let rule: HttpRule = rule.transcode_to().context("decoding google.api.http")?;
+                let success_status = status_ext
+                    .as_ref()
+                    .filter(|ext| options.has_extension(ext))
+                    .and_then(|ext| options.get_extension(ext).as_u32())
+                    .map_or(200, |s| u16::try_from(s).unwrap_or(200));
+                routes.push(route(&rpc, &rule, success_status)?);
+                for extra in &rule.additional_bindings {
+                    routes.push(route(&rpc, extra, success_status)?);
+                }
+            }
+        }
+        Ok(Self { routes })
+    }
+
+    /// Finds the route of a request. Where templates overlap, the one with
+    /// more literal segments wins (`/users/me` over `/users/{id}`).
+    pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let mut best: Option<(usize, &Route, Bindings)> = None;
+        let mut allowed = BTreeSet::new();
+        for route in &self.routes {
+            let Some((literals, bindings)) = route.template.matches(path) else {
+                continue;
+            };
+            if route.method != *method {
+                allowed.insert(route.method.to_string());
+                continue;
+            }
+            if best.as_ref().is_none_or(|(score, _, _)| literals > *score) {
+                best = Some((literals, route, bindings));
+            }
+        }
+        match best {
+            Some((_, route, bindings)) => RouteMatch::Found(route, bindings),
+            None if allowed.is_empty() => RouteMatch::NotFound,
+            None => RouteMatch::MethodNotAllowed(allowed.iter().filter_map(|m| m.parse().ok()).collect()),
+        }
+    }
+
+    /// Every route, in declaration order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+fn route(rpc: &MethodDescriptor, rule: &HttpRule, success_status: u16) -> anyhow::Result<Route> {
+    let (method, path) = match &rule.pattern {
+        Some(Pattern::Get(p)) => (Method::GET, p),
+        Some(Pattern::Put(p)) => (Method::PUT, p),
+        Some(Pattern::Post(p)) => (Method::POST, p),
+        Some(Pattern::Delete(p)) => (Method::DELETE, p),
+        Some(Pattern::Patch(p)) => (Method::PATCH, p),
+        Some(Pattern::Custom(c)) => (Method::from_bytes(c.kind.as_bytes())?, &c.path),
+        None => bail!("{}: google.api.http has no pattern", rpc.full_name()),
+    };
+    let template = PathTemplate::parse(path).with_context(|| rpc.full_name().to_string())?;
+    let input = rpc.input();
+    for field in template.fields() {
+        if input.get_field_by_name(field).is_none() {
+            bail!(
+                "{}: path variable {field} is not a field of {}",
+                rpc.full_name(),
+                input.full_name()
+            );
+        }
+    }
+    let body = match rule.body.as_str() {
+        "" => BodySpec::None,
+        "*" => BodySpec::Whole,
+        other => bail!("{}: body {other:?} is not supported (only \"*\")", rpc.full_name()),
+    };
+    if !rule.response_body.is_empty() {
+        bail!("{}: response_body is not supported", rpc.full_name());
+    }
+    Ok(Route {
+        method,
+        template,
+        rpc: rpc.clone(),
+        body,
+        success_status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
+        RouteTable::from_pool(&pool, &["fleet.users.v1.UsersService", "fleet.auth.v1.AuthService"]).unwrap()
+    }
+
+    fn found(table: &RouteTable, method: Method, path: &str) -> (String, Vec<(String, String)>) {
+        match table.find(&method, path) {
+            RouteMatch::Found(route, bindings) => (route.rpc.name().to_string(), bindings),
+            other => panic!("{method} {path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_come_from_the_annotations() {
+        let t = table();
+        assert_eq!(found(&t, Method::GET, "/api/v1/users/me").0, "GetMe");
+        let (rpc, bindings) = found(&t, Method::GET, "/api/v1/users/0190a1b2-0000-7000-8000-000000000000");
+        assert_eq!(rpc, "GetUser");
+        assert_eq!(
+            bindings,
+            [("id".to_string(), "0190a1b2-0000-7000-8000-000000000000".to_string())]
+        );
+        assert_eq!(
+            found(&t, Method::DELETE, "/api/v1/auth/sessions/abc").0,
+            "RevokeSession"
+        );
+        assert_eq!(found(&t, Method::GET, "/.well-known/jwks.json").0, "GetJwks");
+        let register = t.routes().iter().find(|r| r.rpc.name() == "Register").unwrap();
+        assert_eq!((register.success_status, &register.body), (201, &BodySpec::Whole));
+    }
+
+    #[test]
+    fn unannotated_rpcs_have_no_route() {
+        let t = table();
+        for internal in ["CreateUser", "GetUserByEmail", "RotateSigningKey"] {
+            assert!(
+                t.routes().iter().all(|r| r.rpc.name() != internal),
+                "{internal} must not be routed"
+            );
+        }
+        assert!(matches!(
+            t.find(&Method::POST, "/fleet.users.v1.UsersService/CreateUser"),
+            RouteMatch::NotFound
+        ));
+    }
+
+    #[test]
+    fn wrong_methods_and_unknown_paths_are_told_apart() {
+        let t = table();
+        match t.find(&Method::PUT, "/api/v1/users/me") {
+            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, [Method::DELETE, Method::GET, Method::PATCH]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.find(&Method::GET, "/api/v1/nothing"), RouteMatch::NotFound));
+        assert!(matches!(t.find(&Method::GET, "/api/v1/users/"), RouteMatch::NotFound));
+    }
+
+    #[test]
+    fn templates_reject_what_the_gateway_cannot_serve() {
+        assert!(PathTemplate::parse("/a/{b=c/*}").is_err());
+        assert!(PathTemplate::parse("a/b").is_err());
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%2"), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! JSON ⇄ protobuf for REST routes: the request message is built from the
+//! JSON body (unknown fields refused), path variables and query parameters;
+//! the answer is written as JSON with snake_case field names.
+
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,
+    Value,
+};
+
+use crate::{
+    problem::Problem,
+    routes::{BodySpec, Route, percent_decode},
+};
+
+/// The request message of `route`, or the problem with the request.
+pub fn request_message(
+    route: &Route,
+    bindings: &[(String, String)],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<DynamicMessage, Problem> {
+    let desc = route.rpc.input();
+    let mut message = match route.body {
+        BodySpec::Whole => parse_body(desc.clone(), body)?,
+        BodySpec::None if !body.iter().all(u8::is_ascii_whitespace) => {
+            return Err(Problem::new(
+                400,
+                "invalid_argument",
+                "this route takes no request body",
+            ));
+        }
+        BodySpec::None => DynamicMessage::new(desc.clone()),
+    };
+    for (name, raw) in query_pairs(query)? {
+        if route.body == BodySpec::Whole {
+            return Err(Problem::field(name, "query parameters are not accepted on this route"));
+        }
+        if route.template.fields().any(|f| f == name) {
+            return Err(Problem::field(name, "is given by the path"));
+        }
+        set_scalar(&mut message, &desc, &name, &raw, "unknown query parameter")?;
+    }
+    for (name, raw) in bindings {
+        set_scalar(&mut message, &desc, name, raw, "unknown path variable")?;
+    }
+    Ok(message)
+}
+
+fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Problem> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Problem::new(400, "invalid_body", "the request body is not valid UTF-8"))?;
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let message = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| {
+            let kind = if e.is_syntax() || e.is_eof() {
+                "malformed JSON"
+            } else {
+                "invalid request body"
+            };
+            Problem::new(400, "invalid_body", format!("{kind}: {e}"))
+        })?;
+    Ok(message)
+}
+
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Problem> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for part in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let decode = |s: &str| percent_decode(&s.replace('+', " "));
+        let (Some(k), Some(v)) = (decode(k), decode(v)) else {
+            return Err(Problem::new(400, "invalid_argument", "the query string is not valid"));
+        };
+        if pairs.iter().any(|(seen, _)| *seen == k) {
+            return Err(Problem::field(k, "is given more than once"));
+        }
+        pairs.push((k, v));
+    }
+    Ok(pairs)
+}
+
+fn set_scalar(
+    message: &mut DynamicMessage,
+    desc: &MessageDescriptor,
+    name: &str,
+    raw: &str,
+    unknown: &str,
+) -> Result<(), Problem> {
+    let Some(field) = desc.get_field_by_name(name) else {
+        return Err(Problem::field(name, unknown));
+    };
+    let value = scalar(&field, raw).ok_or_else(|| Problem::field(name, format!("must be {}", kind_name(&field))))?;
+    message.set_field(&field, value);
+    Ok(())
+}
+
+fn scalar(field: &FieldDescriptor, raw: &str) -> Option<Value> {
+    if field.is_list() || field.is_map() {
+        return None;
+    }
+    Some(match field.kind() {
+        Kind::String => Value::String(raw.to_string()),
+        Kind::Bool => Value::Bool(raw.parse().ok()?),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(raw.parse().ok()?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(raw.parse().ok()?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(raw.parse().ok()?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(raw.parse().ok()?),
+        _ => return None,
+    })
+}
+
+fn kind_name(field: &FieldDescriptor) -> &'static str {
+    match field.kind() {
+        Kind::Bool => "true or false",
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => "an integer",
+        Kind::Uint32 | Kind::Fixed32 | Kind::Uint64 | Kind::Fixed64 => "a non-negative integer",
+        Kind::String => "a string",
+        _ => "a value this route cannot take from a URL",
+    }
+}
+
+/// The JSON of an answer: snake_case names, defaults left out, 64-bit
+/// integers as numbers, and unset optional top-level fields as `null`.
+pub fn response_json(message: &DynamicMessage) -> Result<Vec<u8>, serde_json::Error> {
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true)
+        .stringify_64_bit_integers(false);
+    let mut value = message.serialize_with_options(serde_json::value::Serializer, &options)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        for field in message.descriptor().fields() {
+            let optional = field.containing_oneof().is_some_and(|o| o.is_synthetic());
+            if optional && !message.has_field(&field) {
+                map.insert(field.name().to_string(), serde_json::Value::Null);
+            }
+        }
+    }
+    serde_json::to_vec(&value)
+}
+
+/// Whether an answer is empty (`google.protobuf.Empty`): it goes out as 204.
+pub fn is_empty_message(desc: &MessageDescriptor) -> bool {
+    desc.full_name() == "google.protobuf.Empty"
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use prost_reflect::DescriptorPool;
+
+    use super::*;
+    use crate::routes::{RouteMatch, RouteTable};
+
+    fn with_route<T>(method: Method, path: &str, f: impl FnOnce(&Route, Vec<(String, String)>) -> T) -> T {
+        let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let table =
+            RouteTable::from_pool(&pool, &["fleet.users.v1.UsersService", "fleet.auth.v1.AuthService"]).unwrap();
+        match table.find(&method, path) {
+            RouteMatch::Found(route, bindings) => f(route, bindings),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_paths_and_queries_fill_the_request() {
+        let msg = with_route(Method::PATCH, "/api/v1/users/abc", |r, b| {
+            request_message(r, &b, None, br#"{"display_name":"Ada","version":3}"#)
+        })
+        .unwrap();
+        assert_eq!(msg.get_field_by_name("id").unwrap().as_str(), Some("abc"));
+        assert_eq!(msg.get_field_by_name("display_name").unwrap().as_str(), Some("Ada"));
+        let msg = with_route(Method::GET, "/api/v1/users", |r, b| {
+            request_message(r, &b, Some("limit=5&q=a+b%21"), b"")
+        })
+        .unwrap();
+        assert_eq!(msg.get_field_by_name("limit").unwrap().as_u32(), Some(5));
+        assert_eq!(msg.get_field_by_name("q").unwrap().as_str(), Some("a b!"));
+    }
+
+    #[test]
+    fn bad_requests_are_problems() {
+        let login = |body: &[u8]| {
+            with_route(Method::POST, "/api/v1/auth/login", |r, b| {
+                request_message(r, &b, None, body)
+            })
+        };
+        for body in [
+            &b"{"[..],
+            b"{\"email\":5}",
+            b"{\"nope\":1}",
+            b"\xff\xfe",
+            b"{} trailing",
+        ] {
+            let problem = login(body).unwrap_err();
+            assert_eq!(problem.status, 400, "{:?}", String::from_utf8_lossy(body));
+        }
+        let list = |q: &str| {
+            with_route(Method::GET, "/api/v1/users", |r, b| {
+                request_message(r, &b, Some(q), b"")
+            })
+        };
+        assert_eq!(list("limit=many").unwrap_err().errors[0].field, "limit");
+        assert_eq!(list("color=red").unwrap_err().errors[0].field, "color");
+        assert_eq!(list("q=a&q=b").unwrap_err().errors[0].field, "q");
+        let with_body = with_route(Method::GET, "/api/v1/users/me", |r, b| {
+            request_message(r, &b, None, b"{}")
+        });
+        assert_eq!(with_body.unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn answers_are_snake_case_and_optional_fields_are_null() {
+        let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let desc = pool.get_message_by_name("fleet.users.v1.ListUsersResponse").unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&response_json(&DynamicMessage::new(desc)).unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"next_cursor": null}));
+        let desc = pool.get_message_by_name("fleet.auth.v1.LoginResponse").unwrap();
+        let mut msg = DynamicMessage::new(desc);
+        msg.set_field_by_name("access_token", Value::String("t".into()));
+        msg.set_field_by_name("expires_in", Value::U32(900));
+        let json: serde_json::Value = serde_json::from_slice(&response_json(&msg).unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"access_token": "t", "expires_in": 900}));
+    }
+}
