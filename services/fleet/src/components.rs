@@ -19,6 +19,8 @@ use crate::config::FleetConfig;
 /// A component `--target` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Component {
+    /// The API gateway: TLS, REST, edge authentication.
+    Gateway,
     /// Registration, login, tokens, sessions.
     Auth,
     /// Profiles, roles, listing.
@@ -27,13 +29,17 @@ pub enum Component {
 
 impl Component {
     /// Every component built so far, in start order.
-    pub const ALL: [Component; 2] = [Component::Users, Component::Auth];
+    pub const ALL: [Component; 3] = [Component::Users, Component::Auth, Component::Gateway];
 
-    /// The store name (schema or SQLite file).
+    /// The components that own a store.
+    pub const STORED: [Component; 2] = [Component::Users, Component::Auth];
+
+    /// The name of the component, and of its store (schema or SQLite file).
     pub fn store(self) -> &'static str {
         match self {
             Component::Auth => fleet_auth::STORE_NAME,
             Component::Users => fleet_users::STORE_NAME,
+            Component::Gateway => "gateway",
         }
     }
 }
@@ -43,6 +49,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
     let own = match component {
         Component::Auth => config.auth.service.database_url.as_ref(),
         Component::Users => config.users.database_url.as_ref(),
+        Component::Gateway => anyhow::bail!("the gateway has no store"),
     };
     let url = config.database_url(own, component.store());
     let db = Db::connect(&url, component.store())
@@ -51,6 +58,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
     match component {
         Component::Auth => fleet_auth::migrate(&db).await?,
         Component::Users => fleet_users::migrate(&db).await?,
+        Component::Gateway => {}
     }
     tracing::info!(
         component = component.store(),
@@ -84,11 +92,12 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
     let _revocations = revoked.follow(bus.subscribe(), clock.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
-    for component in components {
+    for component in components.iter().filter(|c| **c != Component::Gateway) {
         // Bind before anything else, so a taken port fails at once.
         let listen = match component {
             Component::Users => config.users.listen,
             Component::Auth => config.auth.service.listen,
+            Component::Gateway => continue,
         };
         let listener = bind(listen, *component).await?;
         let db = open_store(&config, *component).await?;
@@ -123,7 +132,27 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
                 };
                 tasks.spawn(async move { ("auth", fleet_auth::serve(deps, listener, stop).await) });
             }
+            Component::Gateway => {}
         }
+    }
+    if components.contains(&Component::Gateway) {
+        let deps = gateway_deps(&config, components.len() > 1, revoked.clone(), clock.clone())?;
+        let stop = shutdown.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        // Pingora builds and blocks on runtimes of its own: a thread of its own.
+        std::thread::Builder::new()
+            .name("gateway".into())
+            .spawn(move || {
+                let result = fleet_gateway::run(deps, stop);
+                let _ = done_tx.send(result);
+            })
+            .context("starting the gateway thread")?;
+        tasks.spawn(async move {
+            let result = done_rx
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the gateway thread died")));
+            ("gateway", result)
+        });
     }
 
     let mut failure = None;
@@ -137,4 +166,34 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// The gateway's wiring: upstream URLs, certificate, token settings. With no
+/// certificate configured, monolithic mode makes a development one.
+fn gateway_deps(
+    config: &FleetConfig,
+    monolithic: bool,
+    revoked: RevokedSessions,
+    clock: SharedClock,
+) -> anyhow::Result<fleet_gateway::Deps> {
+    let settings = config.gateway.clone();
+    let certificate = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => fleet_gateway::tls::CertificateFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) if monolithic => fleet_gateway::tls::development_certificate(&config.data_dir.join("tls"))?,
+        _ => anyhow::bail!("set both gateway.tls_cert and gateway.tls_key"),
+    };
+    Ok(fleet_gateway::Deps {
+        settings,
+        certificate,
+        upstreams: vec![
+            (fleet_auth::SERVICE_NAME.to_string(), config.auth.service.url.clone()),
+            (fleet_users::SERVICE_NAME.to_string(), config.users.url.clone()),
+        ],
+        tokens: config.tokens.clone(),
+        revoked,
+        clock,
+    })
 }

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use fleet_auth::AuthSettings;
+use fleet_gateway::GatewaySettings;
 use fleet_kit::{Secret, telemetry::LogConfig, token::TokenSettings};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,8 @@ pub struct FleetConfig {
     pub auth: AuthConfig,
     /// The users service.
     pub users: ServiceConfig,
+    /// The API gateway.
+    pub gateway: GatewaySettings,
 }
 
 /// Where one service listens and what it stores in.
@@ -91,6 +94,7 @@ impl Default for FleetConfig {
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),
+            gateway: GatewaySettings::default(),
         }
     }
 }

@@ -79,7 +79,7 @@ async fn dispatch(command: Command, config: FleetConfig) -> anyhow::Result<()> {
             components::run(config, &components, shutdown).await
         }
         Command::Migrate => {
-            for component in Component::ALL {
+            for component in Component::STORED {
                 open_store(&config, component).await?.close().await;
             }
             println!("every store is migrated");

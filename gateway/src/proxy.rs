@@ -1,0 +1,529 @@
+//! The request pipeline (Pingora phases): request id → plain-HTTP redirect →
+//! CORS preflight → built-in endpoints → gRPC pass-through or REST route →
+//! size limits → authentication → transcode and call. Every answer carries
+//! the security headers and the request id.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fleet_kit::token::{Identity, TokenError, TokenVerifier, bearer};
+use http::{Method, header};
+use pingora::{
+    http::ResponseHeader,
+    prelude::{HttpPeer, ProxyHttp, Session},
+    protocols::ALPN,
+};
+use uuid::Uuid;
+
+use crate::{
+    problem::{self, Problem},
+    routes::{RouteMatch, RouteTable},
+    settings::{GatewaySettings, HttpMode},
+    transcode,
+    upstream::{Upstreams, metadata},
+};
+
+/// The header the client address is forwarded in.
+pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
+/// The request id header.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The gateway: routes, upstreams, verifier and settings.
+pub struct Gateway {
+    /// REST routes from the annotations.
+    pub routes: RouteTable,
+    /// The services.
+    pub upstreams: Arc<Upstreams>,
+    /// Verifies bearer tokens at the edge.
+    pub verifier: Arc<TokenVerifier>,
+    /// Configuration.
+    pub settings: GatewaySettings,
+    /// The OpenAPI document, served as is.
+    pub openapi: Bytes,
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    /// The request id, propagated or generated.
+    pub request_id: String,
+    /// Arrived over TLS.
+    pub tls: bool,
+    /// The route template or a fixed label, for logs and metrics.
+    pub endpoint: String,
+    /// The verified caller, if any.
+    pub identity: Option<Identity>,
+    /// The upstream `host:port` of a gRPC pass-through.
+    pub passthrough: Option<String>,
+    /// The allowed CORS origin to echo, if the request came from one.
+    pub cors_origin: Option<String>,
+}
+
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn client_ip(session: &Session) -> String {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+type Answer = pingora::Result<bool>;
+
+impl Gateway {
+    /// Adds the headers every answer carries.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestContext) -> pingora::Result<()> {
+        if ctx.tls {
+            let hsts = format!("max-age={}; includeSubDomains", self.settings.hsts_max_age_secs);
+            resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
+        resp.insert_header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        )?;
+        resp.insert_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+        resp.insert_header(header::REFERRER_POLICY, "no-referrer")?;
+        resp.insert_header(header::X_FRAME_OPTIONS, "DENY")?;
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(origin) = &ctx.cors_origin {
+            resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str())?;
+            resp.insert_header(header::VARY, "Origin")?;
+            resp.insert_header(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "x-request-id, retry-after, www-authenticate",
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        status: u16,
+        content_type: Option<&str>,
+        extra: &[(http::HeaderName, String)],
+        body: Bytes,
+    ) -> Answer {
+        let mut resp = ResponseHeader::build(status, Some(12))?;
+        self.decorate(&mut resp, ctx)?;
+        if let Some(ct) = content_type {
+            resp.insert_header(header::CONTENT_TYPE, ct)?;
+        }
+        if status != 204 && status != 304 {
+            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        }
+        for (name, value) in extra {
+            resp.insert_header(name.clone(), value.as_str())?;
+        }
+        if !resp.headers.contains_key(header::CACHE_CONTROL) {
+            resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        }
+        let head_only = session.req_header().method == Method::HEAD || body.is_empty();
+        session.write_response_header(Box::new(resp), head_only).await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
+    async fn problem(&self, session: &mut Session, ctx: &RequestContext, problem: &Problem) -> Answer {
+        let mut extra = Vec::new();
+        if problem.status == 401 {
+            let error = if ctx.identity.is_none() && header_str(session, "authorization").is_some() {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            extra.push((header::WWW_AUTHENTICATE, error.to_string()));
+        }
+        if let Some(secs) = problem.retry_after {
+            extra.push((header::RETRY_AFTER, secs.to_string()));
+        }
+        let body = Bytes::from(problem.to_json(&ctx.request_id));
+        self.respond(session, ctx, problem.status, Some(problem::CONTENT_TYPE), &extra, body)
+            .await
+    }
+
+    async fn json(&self, session: &mut Session, ctx: &RequestContext, status: u16, body: Vec<u8>) -> Answer {
+        self.respond(session, ctx, status, Some("application/json"), &[], Bytes::from(body))
+            .await
+    }
+
+    async fn redirect_to_https(&self, session: &mut Session, ctx: &RequestContext) -> Answer {
+        let host = header_str(session, "host")
+            .map(str::to_string)
+            .or_else(|| session.req_header().uri.host().map(str::to_string));
+        let Some(host) = host else {
+            return self
+                .problem(
+                    session,
+                    ctx,
+                    &Problem::new(400, "missing_host", "a Host header is required"),
+                )
+                .await;
+        };
+        let Ok(authority) = host.parse::<http::uri::Authority>() else {
+            return self
+                .problem(
+                    session,
+                    ctx,
+                    &Problem::new(400, "invalid_host", "the Host header is not valid"),
+                )
+                .await;
+        };
+        let bare = authority.host().to_string();
+        let port = self
+            .settings
+            .public_https_port
+            .unwrap_or(self.settings.https_listen.port());
+        let authority = if port == 443 { bare } else { format!("{bare}:{port}") };
+        let path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let location = format!("https://{authority}{path}");
+        self.respond(session, ctx, 308, None, &[(header::LOCATION, location)], Bytes::new())
+            .await
+    }
+
+    fn allowed_origin(&self, session: &Session) -> Option<String> {
+        let origin = header_str(session, "origin")?;
+        self.settings
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|o| o == origin)
+            .then(|| origin.to_string())
+    }
+
+    async fn preflight(&self, session: &mut Session, ctx: &RequestContext) -> Answer {
+        if ctx.cors_origin.is_none() {
+            return self
+                .problem(session, ctx, &Problem::new(403, "cors_denied", "origin not allowed"))
+                .await;
+        }
+        let extra = [
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, PUT, PATCH, DELETE".to_string(),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type, x-request-id".to_string(),
+            ),
+            (
+                header::ACCESS_CONTROL_MAX_AGE,
+                self.settings.cors.max_age_secs.to_string(),
+            ),
+        ];
+        self.respond(session, ctx, 204, None, &extra, Bytes::new()).await
+    }
+
+    /// Verifies the bearer token, if any; `Err` with the problem to answer.
+    async fn authenticate(&self, session: &Session, ctx: &mut RequestContext) -> Result<(), Problem> {
+        let Some(value) = session.req_header().headers.get(header::AUTHORIZATION) else {
+            return Ok(());
+        };
+        let Some(token) = value.to_str().ok().and_then(bearer) else {
+            return Err(Problem::new(401, "unauthenticated", "malformed authorization header"));
+        };
+        match self.verifier.verify(token).await {
+            Ok(identity) => {
+                ctx.identity = Some(identity);
+                Ok(())
+            }
+            Err(TokenError::KeysUnavailable) => Err(Problem::new(503, "unavailable", "cannot verify tokens right now")),
+            Err(err) => Err(Problem::new(401, "unauthenticated", err.to_string())),
+        }
+    }
+
+    /// Reads the whole body, refusing more than the limit.
+    async fn read_body(&self, session: &mut Session) -> Result<Vec<u8>, Problem> {
+        let limit = self.settings.max_body_bytes;
+        let too_large = || {
+            Problem::new(
+                413,
+                "payload_too_large",
+                format!("the request body exceeds {limit} bytes"),
+            )
+        };
+        let declared = header_str(session, "content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(_) => return Err(Problem::new(400, "invalid_body", "the request body could not be read")),
+            }
+        }
+    }
+
+    fn headers_too_large(&self, session: &Session) -> bool {
+        let total: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        total > self.settings.max_header_bytes
+    }
+
+    async fn rest(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().map(str::to_string);
+        let lookup_method = if method == Method::HEAD { Method::GET } else { method };
+        let (route, bindings) = match self.routes.find(&lookup_method, &path) {
+            RouteMatch::Found(route, bindings) => (route, bindings),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                ctx.endpoint = "method_not_allowed".into();
+                let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                let problem = Problem::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{lookup_method} is not allowed here"),
+                );
+                let body = Bytes::from(problem.to_json(&ctx.request_id));
+                let extra = [(header::ALLOW, allow)];
+                return self
+                    .respond(session, ctx, 405, Some(problem::CONTENT_TYPE), &extra, body)
+                    .await;
+            }
+            RouteMatch::NotFound => {
+                ctx.endpoint = "unknown".into();
+                return self
+                    .problem(session, ctx, &Problem::new(404, "not_found", "no such route"))
+                    .await;
+            }
+        };
+        ctx.endpoint = route.template.as_str().to_string();
+        if let Err(problem) = self.authenticate(session, ctx).await {
+            return self.problem(session, ctx, &problem).await;
+        }
+        let body = match self.read_body(session).await {
+            Ok(body) => body,
+            Err(problem) => return self.problem(session, ctx, &problem).await,
+        };
+        let message = match transcode::request_message(route, &bindings, query.as_deref(), &body) {
+            Ok(message) => message,
+            Err(problem) => return self.problem(session, ctx, &problem).await,
+        };
+        let ip = client_ip(session);
+        let pairs = [
+            (
+                "authorization",
+                header_str(session, "authorization").unwrap_or_default(),
+            ),
+            (REQUEST_ID_HEADER, ctx.request_id.as_str()),
+            (CLIENT_IP_HEADER, ip.as_str()),
+            ("user-agent", header_str(session, "user-agent").unwrap_or_default()),
+        ];
+        let service = route.rpc.parent_service().full_name().to_string();
+        let answer = self
+            .upstreams
+            .unary(
+                &service,
+                &route.grpc_path(),
+                message,
+                route.rpc.output(),
+                metadata(&pairs),
+                self.settings.timeout_for(route.template.as_str()),
+            )
+            .await;
+        match answer {
+            Ok(answer) if transcode::is_empty_message(&route.rpc.output()) => {
+                let _ = answer;
+                self.respond(session, ctx, 204, None, &[], Bytes::new()).await
+            }
+            Ok(answer) => match transcode::response_json(&answer) {
+                Ok(json) => self.json(session, ctx, route.success_status, json).await,
+                Err(err) => {
+                    tracing::error!(error = %err, endpoint = ctx.endpoint, "could not encode an answer");
+                    self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
+                        .await
+                }
+            },
+            Err(status) => {
+                if matches!(
+                    status.code(),
+                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
+                ) {
+                    tracing::error!(code = ?status.code(), message = status.message(), endpoint = ctx.endpoint, request_id = ctx.request_id, "upstream failed");
+                }
+                self.problem(session, ctx, &Problem::from_status(&status)).await
+            }
+        }
+    }
+
+    /// A trailers-only gRPC error answer.
+    async fn grpc_error(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        code: tonic::Code,
+        message: &str,
+    ) -> Answer {
+        let mut resp = ResponseHeader::build(200, Some(8))?;
+        self.decorate(&mut resp, ctx)?;
+        resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+        resp.insert_header("grpc-status", (code as i32).to_string())?;
+        resp.insert_header(
+            "grpc-message",
+            message.replace(|c: char| !c.is_ascii_graphic() && c != ' ', ""),
+        )?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    async fn grpc(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
+        let path = session.req_header().uri.path().to_string();
+        let service = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ctx.endpoint = path.clone();
+        let Some(authority) = self.upstreams.authority(&service).map(str::to_string) else {
+            ctx.endpoint = "unknown".into();
+            return self
+                .grpc_error(session, ctx, tonic::Code::Unimplemented, "unknown service")
+                .await;
+        };
+        if let Err(problem) = self.authenticate(session, ctx).await {
+            let code = if problem.status == 503 {
+                tonic::Code::Unavailable
+            } else {
+                tonic::Code::Unauthenticated
+            };
+            return self.grpc_error(session, ctx, code, &problem.detail).await;
+        }
+        ctx.passthrough = Some(authority);
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestContext::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
+        ctx.request_id = header_str(session, REQUEST_ID_HEADER)
+            .filter(|id| valid_request_id(id))
+            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.cors_origin = self.allowed_origin(session);
+
+        if !ctx.tls && self.settings.http_mode == HttpMode::Redirect {
+            ctx.endpoint = "redirect".into();
+            return self.redirect_to_https(session, ctx).await;
+        }
+        if self.headers_too_large(session) {
+            ctx.endpoint = "rejected".into();
+            let problem = Problem::new(431, "headers_too_large", "the request headers are too large");
+            return self.problem(session, ctx, &problem).await;
+        }
+        let is_grpc = header_str(session, "content-type").is_some_and(|ct| ct.starts_with("application/grpc"));
+        if is_grpc {
+            return self.grpc(session, ctx).await;
+        }
+        let method = session.req_header().method.clone();
+        if method == Method::OPTIONS && header_str(session, "access-control-request-method").is_some() {
+            ctx.endpoint = "preflight".into();
+            return self.preflight(session, ctx).await;
+        }
+        match session.req_header().uri.path() {
+            "/health" if method == Method::GET => {
+                ctx.endpoint = "/health".into();
+                self.json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await
+            }
+            "/api/v1/openapi.json" if method == Method::GET => {
+                ctx.endpoint = "/api/v1/openapi.json".into();
+                let body = self.openapi.clone();
+                let extra = [(header::CACHE_CONTROL, "public, max-age=300".to_string())];
+                self.respond(session, ctx, 200, Some("application/json"), &extra, body)
+                    .await
+            }
+            _ => self.rest(session, ctx).await,
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<Box<HttpPeer>> {
+        let Some(authority) = &ctx.passthrough else {
+            return pingora::Error::e_explain(pingora::ErrorType::InternalError, "no upstream chosen");
+        };
+        let mut peer = HttpPeer::new(authority.as_str(), false, String::new());
+        // The services speak gRPC over cleartext HTTP/2.
+        peer.options.alpn = ALPN::H2;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        upstream.insert_header(CLIENT_IP_HEADER, client_ip(session))?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        self.decorate(upstream, ctx)
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::info!(
+            request_id = ctx.request_id,
+            method = %session.req_header().method,
+            endpoint = ctx.endpoint,
+            status,
+            user_id = ctx.identity.as_ref().and_then(Identity::user_id).map(|id| id.to_string()),
+            error = error.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_propagated_only_when_sane() {
+        assert!(valid_request_id("0190a1b2-aaaa"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,127 @@
+//! Assembling and running the gateway: Pingora owns its runtimes, so the
+//! gateway runs on a thread of its own until its shutdown token is cancelled.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use fleet_kit::{
+    SharedClock,
+    revocation::RevokedSessions,
+    token::{KeySource, TokenSettings, TokenVerifier},
+};
+use fleet_proto::auth::v1::{GetJwksRequest, Jwks, auth_service_client::AuthServiceClient};
+use pingora::{
+    apps::HttpServerOptions,
+    listeners::tls::TlsSettings,
+    proxy::http_proxy_service,
+    server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, configuration::ServerConf},
+};
+use prost_reflect::DescriptorPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    openapi, proxy::Gateway, routes::RouteTable, settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
+};
+
+/// The auth service, whose JWKS the gateway verifies tokens with.
+pub const AUTH_SERVICE: &str = "fleet.auth.v1.AuthService";
+
+/// What the gateway runs on.
+pub struct Deps {
+    /// Configuration.
+    pub settings: GatewaySettings,
+    /// The certificate to serve.
+    pub certificate: CertificateFiles,
+    /// Service name → URL of every service with REST routes or gRPC clients.
+    pub upstreams: Vec<(String, String)>,
+    /// Issuer and audience of access tokens.
+    pub tokens: TokenSettings,
+    /// Revoked sessions (fed by `session.revoked` events).
+    pub revoked: RevokedSessions,
+    /// The time source.
+    pub clock: SharedClock,
+}
+
+/// The JWKS of the auth service, fetched through the gateway's own channel.
+struct UpstreamKeys(Arc<Upstreams>);
+
+#[async_trait]
+impl KeySource for UpstreamKeys {
+    async fn fetch(&self) -> anyhow::Result<Jwks> {
+        let channel = self.0.channel(AUTH_SERVICE).await?;
+        Ok(AuthServiceClient::new(channel)
+            .get_jwks(GetJwksRequest {})
+            .await?
+            .into_inner())
+    }
+}
+
+struct Cancelled(CancellationToken);
+
+#[async_trait]
+impl ShutdownSignalWatch for Cancelled {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.cancelled().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Builds the gateway from the descriptor set.
+pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
+    let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).context("decoding the descriptor set")?;
+    let names: Vec<&str> = deps.upstreams.iter().map(|(name, _)| name.as_str()).collect();
+    let routes = RouteTable::from_pool(&pool, &names)?;
+    let upstreams = Arc::new(Upstreams::new(deps.upstreams.clone())?);
+    let verifier = Arc::new(TokenVerifier::new(
+        deps.tokens.clone(),
+        Arc::new(UpstreamKeys(upstreams.clone())),
+        deps.clock.clone(),
+        deps.revoked.clone(),
+    ));
+    let openapi = serde_json::to_vec_pretty(&openapi::document(&routes, env!("CARGO_PKG_VERSION")))?;
+    Ok(Gateway {
+        routes,
+        upstreams,
+        verifier,
+        settings: deps.settings.clone(),
+        openapi: Bytes::from(openapi),
+    })
+}
+
+/// Runs the gateway on the calling thread until `shutdown` is cancelled.
+pub fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let gateway = gateway(&deps)?;
+    let conf = ServerConf {
+        threads: deps.settings.threads.max(1),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, gateway);
+    if let Some(proxy) = service.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        // Plain HTTP/2 (h2c) for gRPC clients when plain HTTP is served.
+        options.h2c = true;
+        proxy.server_options = Some(options);
+    }
+    service.add_tcp(&deps.settings.http_listen.to_string());
+    let cert = deps.certificate.cert.to_string_lossy().to_string();
+    let key = deps.certificate.key.to_string_lossy().to_string();
+    let mut tls = TlsSettings::intermediate(&cert, &key).context("loading the TLS certificate")?;
+    tls.enable_h2();
+    service.add_tls_with_settings(&deps.settings.https_listen.to_string(), None, tls);
+    server.add_service(service);
+    tracing::info!(
+        https = %deps.settings.https_listen,
+        http = %deps.settings.http_listen,
+        "gateway listening"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Cancelled(shutdown)),
+    });
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The services behind the gateway: one gRPC channel each, created on first
+//! use inside the gateway's own runtime, and unary calls with dynamic
+//! (descriptor-driven) messages.
+
+use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+
+use http::uri::PathAndQuery;
+use prost::Message;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use tokio::sync::OnceCell;
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::{AsciiMetadataValue, MetadataMap},
+    transport::{Channel, Endpoint},
+};
+
+/// gRPC channels to the services, by fully-qualified service name.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    services: HashMap<String, Upstream>,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    url: String,
+    authority: String,
+    channel: OnceCell<Channel>,
+}
+
+impl Upstreams {
+    /// Services and their URLs (`http://host:port`).
+    pub fn new(services: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut map = HashMap::new();
+        for (name, url) in services {
+            let uri: http::Uri = url.parse().map_err(|e| anyhow::anyhow!("upstream URL {url}: {e}"))?;
+            let authority = uri
+                .authority()
+                .map(|a| a.to_string())
+                .ok_or_else(|| anyhow::anyhow!("upstream URL {url} has no host"))?;
+            map.insert(
+                name,
+                Upstream {
+                    url,
+                    authority,
+                    channel: OnceCell::new(),
+                },
+            );
+        }
+        Ok(Self { services: map })
+    }
+
+    /// The channel of a service; created lazily, connecting on demand.
+    pub async fn channel(&self, service: &str) -> Result<Channel, Status> {
+        let upstream = self
+            .services
+            .get(service)
+            .ok_or_else(|| Status::unimplemented(format!("no upstream for {service}")))?;
+        upstream
+            .channel
+            .get_or_try_init(|| async {
+                Endpoint::from_shared(upstream.url.clone())
+                    .map(|e| e.connect_timeout(Duration::from_secs(2)).connect_lazy())
+                    .map_err(|e| Status::internal(format!("bad upstream URL: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `host:port` of a service, for proxying gRPC as is.
+    pub fn authority(&self, service: &str) -> Option<&str> {
+        self.services.get(service).map(|u| u.authority.as_str())
+    }
+
+    /// Calls a unary RPC with a dynamic request.
+    pub async fn unary(
+        &self,
+        service: &str,
+        grpc_path: &str,
+        request: DynamicMessage,
+        response: MessageDescriptor,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Result<DynamicMessage, Status> {
+        let channel = self.channel(service).await?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("{service} unavailable: {e}")))?;
+        let path = PathAndQuery::from_str(grpc_path).map_err(|e| Status::internal(e.to_string()))?;
+        let mut request = tonic::Request::new(request);
+        *request.metadata_mut() = metadata;
+        request.set_timeout(timeout);
+        let answer = grpc.unary(request, path, DynamicCodec { response }).await?;
+        Ok(answer.into_inner())
+    }
+}
+
+/// Metadata for an upstream call; empty values and values that are not
+/// valid ASCII are left out.
+pub fn metadata(pairs: &[(&'static str, &str)]) -> MetadataMap {
+    let mut map = MetadataMap::new();
+    for (name, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        if let Ok(value) = AsciiMetadataValue::try_from(*value) {
+            map.insert(*name, value);
+        }
+    }
+    map
+}
+
+/// Encodes dynamic requests and decodes answers by their descriptor.
+#[derive(Debug, Clone)]
+struct DynamicCodec {
+    response: MessageDescriptor,
+}
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        DynamicDecoder(self.response.clone())
+    }
+}
+
+#[derive(Debug)]
+struct DynamicEncoder;
+
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding a request: {e}")))
+    }
+}
+
+#[derive(Debug)]
+struct DynamicDecoder(MessageDescriptor);
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        DynamicMessage::decode(self.0.clone(), src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("decoding an answer: {e}")))
+    }
+}
+
+/// Shared handle.
+pub type SharedUpstreams = Arc<Upstreams>;
