@@ -320,6 +320,39 @@ mod tests {
         assert!(matches!(t.find(&Method::GET, "/api/v1/users/"), RouteMatch::NotFound));
     }
 
+    /// A probe service compiled at test time, with or without its annotation.
+    fn probe_pool(annotated: bool) -> DescriptorPool {
+        let dir = tempfile::tempdir().unwrap();
+        let option = if annotated {
+            r#"option (google.api.http) = {get: "/api/v1/probe/{name}"};"#
+        } else {
+            ""
+        };
+        let proto = format!(
+            "syntax = \"proto3\";\npackage probe.v1;\nimport \"google/api/annotations.proto\";\n\
+             message PingRequest {{ string name = 1; uint32 times = 2; }}\nmessage PingResponse {{ string echo = 1; }}\n\
+             service Probe {{ rpc Ping(PingRequest) returns (PingResponse) {{ {option} }} }}\n"
+        );
+        std::fs::write(dir.path().join("probe.proto"), proto).unwrap();
+        let contracts = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+        let mut compiler = protox::Compiler::new([dir.path().to_str().unwrap(), contracts]).unwrap();
+        compiler.include_imports(true).open_file("probe.proto").unwrap();
+        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
+    }
+
+    #[test]
+    fn an_rpc_is_routed_only_because_of_its_annotation() {
+        let annotated = RouteTable::from_pool(&probe_pool(true), &["probe.v1.Probe"]).unwrap();
+        let (rpc, bindings) = found(&annotated, Method::GET, "/api/v1/probe/sonar");
+        assert_eq!((rpc.as_str(), bindings[0].1.as_str()), ("Ping", "sonar"));
+        let bare = RouteTable::from_pool(&probe_pool(false), &["probe.v1.Probe"]).unwrap();
+        assert!(bare.routes().is_empty());
+        assert!(matches!(
+            bare.find(&Method::GET, "/api/v1/probe/sonar"),
+            RouteMatch::NotFound
+        ));
+    }
+
     #[test]
     fn templates_reject_what_the_gateway_cannot_serve() {
         assert!(PathTemplate::parse("/a/{b=c/*}").is_err());

@@ -1,5 +1,6 @@
 //! `fleet run` with no configuration: it starts, creates `./data`, and serves
-//! every component on its default port (checked through grpc.health.v1).
+//! every component on its default port (gRPC health for the services, HTTPS
+//! for the gateway).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,6 +62,30 @@ async fn fleet_run_with_no_configuration_serves_every_component_on_its_default_p
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The gateway: HTTPS on 8443 with the development certificate, HTTP on 8080.
+    let cert = dir.path().join("data/tls/dev-cert.pem");
+    let mut healthy = false;
+    while !healthy {
+        assert!(Instant::now() < deadline, "the gateway is not serving on 8443");
+        if let Ok(pem) = std::fs::read(&cert) {
+            let client = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                .build()
+                .unwrap();
+            healthy = client
+                .get("https://localhost:8443/health")
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = plain.get("http://localhost:8080/health").send().await.unwrap();
+    assert_eq!(redirect.status(), 308);
     for store in ["users.db", "auth.db"] {
         assert!(
             dir.path().join("data").join(store).exists(),

@@ -1,0 +1,47 @@
+//! gRPC clients reach the services through the gateway, under the same
+//! authentication.
+
+use fleet_proto::users::v1::{GetUserRequest, users_service_client::UsersServiceClient};
+use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+
+use crate::harness::{Api, Fleet, Proto};
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[tokio::test]
+async fn a_tonic_client_reaches_users_get_user_through_the_gateway() {
+    let fleet = Fleet::start_with(&[("FLEET_GATEWAY__HTTP_MODE", "serve")]).await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (user, token) = api.signed_in("ada@example.com", "Ada").await;
+    let id = user["id"].as_str().unwrap().to_string();
+
+    // The gateway's plain listener, not the users service's own port.
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = UsersServiceClient::new(channel);
+    let found = client
+        .get_user(authed(GetUserRequest { id: id.clone() }, &token))
+        .await
+        .unwrap();
+    assert_eq!(found.metadata().get("x-content-type-options").unwrap(), "nosniff");
+    assert_eq!(found.into_inner().email, "ada@example.com");
+
+    let anonymous = client
+        .get_user(Request::new(GetUserRequest { id: id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let forged = client
+        .get_user(authed(GetUserRequest { id }, "not-a-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), Code::Unauthenticated);
+}

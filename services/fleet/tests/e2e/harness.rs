@@ -1,0 +1,235 @@
+//! Starts the real `fleet run` on free ports with a fresh data directory, and
+//! talks to it with reqwest over HTTPS (HTTP/1.1 or HTTP/2).
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Client, Method, Response, Version};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Fleet {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub https: u16,
+    pub http: u16,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Which protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+impl Fleet {
+    pub async fn start() -> Fleet {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[(&str, &str)]) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, users, https, http) = (free_port(), free_port(), free_port(), free_port());
+        let mut env: Vec<(String, String)> = vec![
+            ("FLEET_DATA_DIR".into(), dir.path().join("data").display().to_string()),
+            ("FLEET_LOG__LEVEL".into(), "warn".into()),
+            ("FLEET_AUTH__LISTEN".into(), format!("127.0.0.1:{auth}")),
+            ("FLEET_AUTH__URL".into(), format!("http://127.0.0.1:{auth}")),
+            ("FLEET_USERS__LISTEN".into(), format!("127.0.0.1:{users}")),
+            ("FLEET_USERS__URL".into(), format!("http://127.0.0.1:{users}")),
+            ("FLEET_GATEWAY__HTTPS_LISTEN".into(), format!("127.0.0.1:{https}")),
+            ("FLEET_GATEWAY__HTTP_LISTEN".into(), format!("127.0.0.1:{http}")),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
+        let child = Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut fleet = Fleet {
+            child,
+            dir,
+            https,
+            http,
+            env,
+        };
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(self.child.try_wait().unwrap().is_none(), "fleet run exited early");
+            if self.cert_path().exists() {
+                let client = self.client(Proto::Http1);
+                let health = client.get(self.url("/health")).send().await;
+                // The services behind it answer too.
+                if health.is_ok_and(|r| r.status() == 200) {
+                    let jwks = client.get(self.url("/.well-known/jwks.json")).send().await;
+                    if jwks.is_ok_and(|r| r.status() == 200) {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "fleet did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir().join("tls").join("dev-cert.pem")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https)
+    }
+
+    pub fn client(&self, proto: Proto) -> Client {
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(self.cert_path()).unwrap()).unwrap();
+        let builder = Client::builder()
+            .add_root_certificate(cert)
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = match proto {
+            Proto::Http1 => builder.http1_only(),
+            Proto::Http2 => builder,
+        };
+        builder.build().unwrap()
+    }
+
+    /// Runs another `fleet` command against the same configuration.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap()
+    }
+}
+
+/// A client bound to one fleet and protocol, with JSON helpers.
+pub struct Api<'a> {
+    pub fleet: &'a Fleet,
+    pub client: Client,
+    pub proto: Proto,
+}
+
+/// An answer: status, headers, JSON body (or Null).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub version: Version,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn answer(response: Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let version = response.version();
+    let bytes = response.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    Answer {
+        status,
+        headers,
+        body,
+        version,
+    }
+}
+
+impl<'a> Api<'a> {
+    pub fn new(fleet: &'a Fleet, proto: Proto) -> Self {
+        Self {
+            fleet,
+            client: fleet.client(proto),
+            proto,
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut request = self.client.request(method, self.fleet.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = answer(request.send().await.unwrap()).await;
+        let expected = match self.proto {
+            Proto::Http1 => Version::HTTP_11,
+            Proto::Http2 => Version::HTTP_2,
+        };
+        assert_eq!(answer.version, expected);
+        answer
+    }
+
+    pub async fn register(&self, email: &str, name: &str) -> Value {
+        let body = json!({"email": email, "password": PASSWORD, "display_name": name});
+        let answer = self.call(Method::POST, "/api/v1/auth/register", None, Some(body)).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+        answer.body["user"].clone()
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let body = json!({"email": email, "password": PASSWORD});
+        let answer = self.call(Method::POST, "/api/v1/auth/login", None, Some(body)).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        answer.body
+    }
+
+    pub async fn signed_in(&self, email: &str, name: &str) -> (Value, String) {
+        let user = self.register(email, name).await;
+        let tokens = self.login(email).await;
+        (user, tokens["access_token"].as_str().unwrap().to_string())
+    }
+}
+
+/// Asserts an RFC 9457 answer with the given status.
+pub fn assert_problem(answer: &Answer, status: u16) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+    for field in ["type", "title", "detail", "code", "request_id"] {
+        assert!(answer.body[field].is_string(), "{field} missing in {:?}", answer.body);
+    }
+    assert_eq!(answer.body["status"], status);
+    assert_eq!(answer.body["request_id"].as_str(), answer.header("x-request-id"));
+}

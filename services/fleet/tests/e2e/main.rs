@@ -1,0 +1,9 @@
+//! End to end: the real `fleet run`, driven over HTTPS with reqwest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod grpc;
+mod harness;
+mod openapi;
+mod rest;
+mod security;

@@ -1,0 +1,207 @@
+//! Every auth and users row of the REST API, through the gateway over HTTPS,
+//! on HTTP/1.1 and HTTP/2.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Api, Fleet, PASSWORD, Proto, assert_problem};
+
+async fn auth_rows(api: &Api<'_>) {
+    let user = api.register("ada@example.com", "Ada").await;
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["role"], "user");
+
+    let dup = json!({"email": "ADA@example.com", "password": PASSWORD, "display_name": "Again"});
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/auth/register", None, Some(dup)).await,
+        409,
+    );
+    let bad = json!({"email": "nope", "password": "short", "display_name": "Ada"});
+    let bad = api.call(Method::POST, "/api/v1/auth/register", None, Some(bad)).await;
+    assert_problem(&bad, 400);
+    assert_eq!(bad.body["errors"][0]["field"], "password");
+
+    let login = api.login("ada@example.com").await;
+    assert_eq!(login["token_type"], "Bearer");
+    assert_eq!(login["expires_in"], 900);
+    assert_eq!(login["user"]["id"], user["id"]);
+    let access = login["access_token"].as_str().unwrap().to_string();
+
+    let wrong = json!({"email": "ada@example.com", "password": "not the password!"});
+    let wrong = api.call(Method::POST, "/api/v1/auth/login", None, Some(wrong)).await;
+    let unknown = json!({"email": "nobody@example.com", "password": "not the password!"});
+    let unknown = api.call(Method::POST, "/api/v1/auth/login", None, Some(unknown)).await;
+    assert_problem(&wrong, 401);
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("request_id");
+        v
+    };
+    assert_eq!(
+        strip(wrong.body),
+        strip(unknown.body),
+        "same answer whether or not the email exists"
+    );
+
+    let refresh = json!({"refresh_token": login["refresh_token"]});
+    let refreshed = api
+        .call(Method::POST, "/api/v1/auth/refresh", None, Some(refresh.clone()))
+        .await;
+    assert_eq!(refreshed.status, 200, "{:?}", refreshed.body);
+    assert_ne!(refreshed.body["refresh_token"], login["refresh_token"]);
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/auth/refresh", None, Some(refresh))
+            .await,
+        401,
+    );
+
+    let second = api.login("ada@example.com").await;
+    let token = second["access_token"].as_str().unwrap().to_string();
+    let sessions = api.call(Method::GET, "/api/v1/auth/sessions", Some(&token), None).await;
+    assert_eq!(sessions.status, 200);
+    let items = sessions.body["items"].as_array().unwrap().clone();
+    assert!(!items.is_empty());
+    let other = items.iter().find(|s| s["current"] != true).cloned();
+
+    let change = json!({"current_password": PASSWORD, "new_password": "an entirely new passphrase"});
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/auth/password", Some(&token), Some(change))
+            .await
+            .status,
+        204
+    );
+    let revoked = api.call(Method::GET, "/api/v1/users/me", Some(&access), None).await;
+    assert_problem(&revoked, 401);
+    if let Some(other) = other {
+        let path = format!("/api/v1/auth/sessions/{}", other["id"].as_str().unwrap());
+        assert_problem(&api.call(Method::DELETE, &path, Some(&token), None).await, 404);
+    }
+
+    let jwks = api.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.body["keys"][0]["kty"], "OKP");
+
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+            .await
+            .status,
+        204
+    );
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/users/me", Some(&token), None).await,
+        401,
+    );
+}
+
+async fn users_rows(api: &Api<'_>) {
+    let (ada, ada_token) = api.signed_in("ada@example.com", "Ada").await;
+    let (bob, bob_token) = api.signed_in("bob@example.com", "Bob").await;
+
+    let me = api.call(Method::GET, "/api/v1/users/me", Some(&ada_token), None).await;
+    assert_eq!(me.status, 200);
+    for field in [
+        "id",
+        "email",
+        "display_name",
+        "role",
+        "status",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(!me.body[field].is_null(), "{field} missing");
+    }
+    let patch = json!({"display_name": "Ada L."});
+    let patched = api
+        .call(Method::PATCH, "/api/v1/users/me", Some(&ada_token), Some(patch))
+        .await;
+    assert_eq!(
+        (patched.status, patched.body["display_name"].as_str()),
+        (200, Some("Ada L."))
+    );
+    let stale = json!({"display_name": "Stale", "version": 1});
+    assert_problem(
+        &api.call(Method::PATCH, "/api/v1/users/me", Some(&ada_token), Some(stale))
+            .await,
+        409,
+    );
+
+    let page = api
+        .call(Method::GET, "/api/v1/users?limit=1", Some(&ada_token), None)
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 1);
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+    let next = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/users?limit=1&cursor={cursor}"),
+            Some(&ada_token),
+            None,
+        )
+        .await;
+    assert_eq!(next.status, 200);
+    assert!(next.body["next_cursor"].is_null());
+    let public = &next.body["items"][0];
+    assert!(
+        public["email"].is_null() && public["display_name"].is_string(),
+        "public fields only: {public}"
+    );
+    assert_problem(&api.call(Method::GET, "/api/v1/users", None, None).await, 401);
+
+    let bob_path = format!("/api/v1/users/{}", bob["id"].as_str().unwrap());
+    let seen = api.call(Method::GET, &bob_path, Some(&ada_token), None).await;
+    assert_eq!((seen.status, seen.body["email"].is_null()), (200, true));
+    let promote = json!({"role": "admin"});
+    assert_problem(
+        &api.call(Method::PATCH, &bob_path, Some(&ada_token), Some(promote.clone()))
+            .await,
+        403,
+    );
+    assert_problem(&api.call(Method::DELETE, &bob_path, Some(&ada_token), None).await, 403);
+
+    // The first admin comes from the command line, while the fleet runs.
+    let out = api.fleet.command(&["user", "promote", "ada@example.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let admin = api.login("ada@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = api.call(Method::GET, &bob_path, Some(&admin), None).await;
+    assert_eq!(seen.body["email"], "bob@example.com");
+    let promoted = api.call(Method::PATCH, &bob_path, Some(&admin), Some(promote)).await;
+    assert_eq!((promoted.status, promoted.body["role"].as_str()), (200, Some("admin")));
+
+    let ada_path = format!("/api/v1/users/{}", ada["id"].as_str().unwrap());
+    assert_eq!(
+        api.call(Method::DELETE, &bob_path, Some(&bob_token), None).await.status,
+        204
+    );
+    assert_problem(&api.call(Method::GET, &bob_path, Some(&admin), None).await, 404);
+    assert_eq!(
+        api.call(Method::DELETE, &ada_path, Some(&admin), None).await.status,
+        204
+    );
+}
+
+#[tokio::test]
+async fn auth_rows_work_over_http1() {
+    let fleet = Fleet::start().await;
+    auth_rows(&Api::new(&fleet, Proto::Http1)).await;
+}
+
+#[tokio::test]
+async fn auth_rows_work_over_http2() {
+    let fleet = Fleet::start().await;
+    auth_rows(&Api::new(&fleet, Proto::Http2)).await;
+}
+
+#[tokio::test]
+async fn users_rows_work_over_http1() {
+    let fleet = Fleet::start().await;
+    users_rows(&Api::new(&fleet, Proto::Http1)).await;
+}
+
+#[tokio::test]
+async fn users_rows_work_over_http2() {
+    let fleet = Fleet::start().await;
+    users_rows(&Api::new(&fleet, Proto::Http2)).await;
+}
