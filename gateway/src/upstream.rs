@@ -90,9 +90,22 @@ impl Upstreams {
         let path = PathAndQuery::from_str(grpc_path).map_err(|e| Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(request);
         *request.metadata_mut() = metadata;
-        request.set_timeout(timeout);
-        let answer = grpc.unary(request, path, DynamicCodec { response }).await?;
-        Ok(answer.into_inner())
+        // The service learns the deadline; the gateway enforces it itself,
+        // so that running out is DEADLINE_EXCEEDED rather than CANCELLED.
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        if let Ok(value) = AsciiMetadataValue::try_from(format!("{millis}m")) {
+            request.metadata_mut().insert("grpc-timeout", value);
+        }
+        let started = std::time::Instant::now();
+        let late = || Status::deadline_exceeded(format!("{service} did not answer in time"));
+        let call = grpc.unary(request, path, DynamicCodec { response });
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer.into_inner()),
+            // tonic servers answer an expired grpc-timeout with CANCELLED.
+            Ok(Err(status)) if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout => Err(late()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(late()),
+        }
     }
 }
 

@@ -271,3 +271,24 @@ async fn old_tls_is_refused_while_tls13_and_h2_are_negotiated() {
     let (established, text) = handshake(fleet.https, &["-tls1_2"]);
     assert!(established, "TLS 1.2 stays available:\n{text}");
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_503_and_a_missed_deadline_504() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = Fleet::start_with(&[
+        ("FLEET_USERS__URL", &format!("http://127.0.0.1:{dead}")),
+        ("FLEET_GATEWAY__ROUTE_TIMEOUTS_MS", "{\"/api/v1/auth/login\" = 1}"),
+    ])
+    .await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let down = api.call(Method::GET, "/api/v1/users", None, None).await;
+    assert_problem(&down, 503);
+    // Login hashes a password (tens of milliseconds) against a 1 ms deadline.
+    let login = json!({"email": "ada@example.com", "password": "not important at all"});
+    let late = api.call(Method::POST, "/api/v1/auth/login", None, Some(login)).await;
+    assert_problem(&late, 504);
+}
