@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fleet_kit::token::{Identity, TokenError, TokenVerifier, bearer};
+use fleet_kit::{
+    grpc::CLIENT_IP_HEADER,
+    token::{Identity, TokenError, TokenVerifier, bearer},
+};
 use http::{Method, header};
 use pingora::{
     http::ResponseHeader,
@@ -24,8 +27,6 @@ use crate::{
     upstream::{Upstreams, metadata},
 };
 
-/// The header the client address is forwarded in.
-pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
 /// The request id header.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -350,8 +351,7 @@ impl Gateway {
             )
             .await;
         match answer {
-            Ok(answer) if transcode::is_empty_message(&route.rpc.output()) => {
-                let _ = answer;
+            Ok(_) if transcode::is_empty_message(&route.rpc.output()) => {
                 self.respond(session, ctx, 204, None, &[], Bytes::new()).await
             }
             Ok(answer) => match transcode::response_json(&answer) {
@@ -499,6 +499,33 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
         self.decorate(upstream, ctx)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &pingora::Error,
+        ctx: &mut Self::CTX,
+    ) -> pingora::proxy::FailToProxy {
+        let nothing_sent = session.response_written().is_none();
+        let answered = if !nothing_sent {
+            Ok(false)
+        } else if ctx.passthrough.is_some() {
+            // gRPC clients read statuses, not HTTP error pages.
+            self.grpc_error(session, ctx, tonic::Code::Unavailable, "upstream unavailable")
+                .await
+        } else {
+            let problem = Problem::new(502, "bad_gateway", "the upstream failed");
+            self.problem(session, ctx, &problem).await
+        };
+        if let Err(err) = answered {
+            tracing::debug!(error = %err, "could not answer a failed proxy request");
+        }
+        tracing::warn!(error = %error, endpoint = ctx.endpoint, request_id = ctx.request_id, "proxying failed");
+        pingora::proxy::FailToProxy {
+            error_code: 502,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {

@@ -8,6 +8,7 @@ use fleet_kit::{
     SharedClock,
     error::Violations,
     events::new_event,
+    grpc::CLIENT_IP_HEADER,
     outbox::OutboxRelay,
     revocation::RevokedSessions,
     time::to_timestamp,
@@ -44,9 +45,6 @@ pub struct ClientInfo {
     /// The user agent, truncated.
     pub user_agent: String,
 }
-
-/// The header the gateway forwards the client address in.
-pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
 
 impl ClientInfo {
     fn of<T>(request: &Request<T>) -> Self {

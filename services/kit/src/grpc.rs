@@ -12,6 +12,10 @@ use tonic_health::ServingStatus;
 
 use crate::{layer::AuthLayer, token::TokenVerifier};
 
+/// The metadata the gateway forwards the client's address in. Services trust
+/// it as they trust every caller inside the fleet.
+pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
+
 /// Serves `routes` on `listener` until `shutdown` resolves. `services` are the
 /// fully-qualified names reported as SERVING through grpc.health.v1.
 pub async fn serve(

@@ -45,3 +45,28 @@ async fn a_tonic_client_reaches_users_get_user_through_the_gateway() {
         .unwrap_err();
     assert_eq!(forged.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn a_pass_through_to_a_service_that_is_down_is_unavailable() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = Fleet::start_with(&[
+        ("FLEET_GATEWAY__HTTP_MODE", "serve"),
+        ("FLEET_USERS__URL", &format!("http://127.0.0.1:{dead}")),
+    ])
+    .await;
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = UsersServiceClient::new(channel);
+    let err = client
+        .get_user(Request::new(GetUserRequest { id: "x".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
