@@ -54,14 +54,35 @@ async fn auth_rows(api: &Api<'_>) {
         401,
     );
 
+    // The reuse above revoked the first session; two fresh ones now.
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/users/me", Some(&access), None).await,
+        401,
+    );
+    let spare = api.login("ada@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let second = api.login("ada@example.com").await;
     let token = second["access_token"].as_str().unwrap().to_string();
     let sessions = api.call(Method::GET, "/api/v1/auth/sessions", Some(&token), None).await;
     assert_eq!(sessions.status, 200);
     let items = sessions.body["items"].as_array().unwrap().clone();
-    assert!(!items.is_empty());
-    let other = items.iter().find(|s| s["current"] != true).cloned();
+    assert_eq!(items.len(), 2);
+    let other = items.iter().find(|s| s["current"] != true).unwrap();
+    let other_path = format!("/api/v1/auth/sessions/{}", other["id"].as_str().unwrap());
+    assert_eq!(
+        api.call(Method::DELETE, &other_path, Some(&token), None).await.status,
+        204
+    );
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/users/me", Some(&spare), None).await,
+        401,
+    );
+    assert_problem(&api.call(Method::DELETE, &other_path, Some(&token), None).await, 404);
 
+    let third = api.login("ada@example.com").await;
+    let third_access = third["access_token"].as_str().unwrap().to_string();
     let change = json!({"current_password": PASSWORD, "new_password": "an entirely new passphrase"});
     assert_eq!(
         api.call(Method::POST, "/api/v1/auth/password", Some(&token), Some(change))
@@ -69,12 +90,17 @@ async fn auth_rows(api: &Api<'_>) {
             .status,
         204
     );
-    let revoked = api.call(Method::GET, "/api/v1/users/me", Some(&access), None).await;
-    assert_problem(&revoked, 401);
-    if let Some(other) = other {
-        let path = format!("/api/v1/auth/sessions/{}", other["id"].as_str().unwrap());
-        assert_problem(&api.call(Method::DELETE, &path, Some(&token), None).await, 404);
-    }
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/users/me", Some(&third_access), None)
+            .await,
+        401,
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/users/me", Some(&token), None)
+            .await
+            .status,
+        200
+    );
 
     let jwks = api.call(Method::GET, "/.well-known/jwks.json", None, None).await;
     assert_eq!(jwks.status, 200);
