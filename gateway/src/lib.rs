@@ -16,3 +16,4 @@ pub mod upstream;
 
 pub use server::{Deps, run};
 pub use settings::{GatewaySettings, HttpMode};
+pub mod ratelimit;

@@ -3,7 +3,10 @@
 //! size limits → authentication → transcode and call. Every answer carries
 //! the security headers and the request id.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     problem::{self, Problem},
+    ratelimit::{Decision, RateLimiter, client_ip},
     routes::{RouteMatch, RouteTable},
     settings::{GatewaySettings, HttpMode},
     transcode,
@@ -42,6 +46,8 @@ pub struct Gateway {
     pub settings: GatewaySettings,
     /// The OpenAPI document, served as is.
     pub openapi: Bytes,
+    /// Rate limits.
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// Per-request state.
@@ -59,6 +65,10 @@ pub struct RequestContext {
     pub passthrough: Option<String>,
     /// The allowed CORS origin to echo, if the request came from one.
     pub cors_origin: Option<String>,
+    /// The client's address (through trusted proxies).
+    pub client_ip: Option<IpAddr>,
+    /// The rate-limit decision, when the route is limited.
+    pub rate: Option<Decision>,
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -69,12 +79,11 @@ fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn client_ip(session: &Session) -> String {
+fn peer_ip(session: &Session) -> IpAddr {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
 type Answer = pingora::Result<bool>;
@@ -94,6 +103,17 @@ impl Gateway {
         resp.insert_header(header::REFERRER_POLICY, "no-referrer")?;
         resp.insert_header(header::X_FRAME_OPTIONS, "DENY")?;
         resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(rate) = &ctx.rate {
+            let (limit, window) = (rate.quota.limit, rate.quota.period_secs);
+            resp.insert_header("ratelimit-limit", limit.to_string())?;
+            resp.insert_header("ratelimit-remaining", rate.remaining.to_string())?;
+            resp.insert_header("ratelimit-reset", rate.reset_secs.to_string())?;
+            resp.insert_header("ratelimit-policy", format!("\"default\";q={limit};w={window}"))?;
+            resp.insert_header(
+                "ratelimit",
+                format!("\"default\";r={};t={}", rate.remaining, rate.reset_secs),
+            )?;
+        }
         if let Some(origin) = &ctx.cors_origin {
             resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str())?;
             resp.insert_header(header::VARY, "Origin")?;
@@ -249,6 +269,27 @@ impl Gateway {
         }
     }
 
+    /// Draws from the request's buckets; `Err` with the 429 to answer.
+    async fn limit(&self, ctx: &mut RequestContext) -> Result<(), Problem> {
+        let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let user = ctx
+            .identity
+            .as_ref()
+            .and_then(Identity::user_id)
+            .map(|id| id.to_string());
+        let buckets = self.limiter.buckets(user.as_deref(), ip, &ctx.endpoint);
+        let Some(decision) = self.limiter.check(&buckets).await else {
+            return Ok(());
+        };
+        ctx.rate = Some(decision);
+        if decision.allowed {
+            return Ok(());
+        }
+        let mut problem = Problem::new(429, "rate_limited", "too many requests; slow down");
+        problem.retry_after = Some(decision.retry_after_secs);
+        Err(problem)
+    }
+
     /// Reads the whole body, refusing more than the limit.
     async fn read_body(&self, session: &mut Session) -> Result<Vec<u8>, Problem> {
         let limit = self.settings.max_body_bytes;
@@ -317,7 +358,11 @@ impl Gateway {
             }
         };
         ctx.endpoint = route.template.as_str().to_string();
-        if let Err(problem) = self.authenticate(session, ctx).await {
+        let authenticated = self.authenticate(session, ctx).await;
+        if let Err(problem) = self.limit(ctx).await {
+            return self.problem(session, ctx, &problem).await;
+        }
+        if let Err(problem) = authenticated {
             return self.problem(session, ctx, &problem).await;
         }
         let body = match self.read_body(session).await {
@@ -328,7 +373,7 @@ impl Gateway {
             Ok(message) => message,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
-        let ip = client_ip(session);
+        let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let pairs = [
             (
                 "authorization",
@@ -436,6 +481,12 @@ impl ProxyHttp for Gateway {
             .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.cors_origin = self.allowed_origin(session);
+        ctx.client_ip = Some(client_ip(
+            peer_ip(session),
+            header_str(session, "forwarded"),
+            header_str(session, "x-forwarded-for"),
+            &self.limiter.settings().trusted_proxies,
+        ));
 
         if !ctx.tls && self.settings.http_mode == HttpMode::Redirect {
             ctx.endpoint = "redirect".into();
@@ -460,6 +511,14 @@ impl ProxyHttp for Gateway {
                 ctx.endpoint = "/health".into();
                 self.json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await
             }
+            "/health/cache" if method == Method::GET => {
+                ctx.endpoint = "/health/cache".into();
+                let limiter = self.limiter.health();
+                let status = if limiter.redis == "down" { "degraded" } else { "ok" };
+                let body = serde_json::json!({"status": status, "rate_limiter": limiter});
+                self.json(session, ctx, 200, serde_json::to_vec(&body).unwrap_or_default())
+                    .await
+            }
             "/api/v1/openapi.json" if method == Method::GET => {
                 ctx.endpoint = "/api/v1/openapi.json".into();
                 let body = self.openapi.clone();
@@ -483,12 +542,13 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        upstream.insert_header(CLIENT_IP_HEADER, client_ip(session))?;
+        let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        upstream.insert_header(CLIENT_IP_HEADER, ip)?;
         Ok(())
     }
 

@@ -22,7 +22,8 @@ use prost_reflect::DescriptorPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    openapi, proxy::Gateway, routes::RouteTable, settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
+    openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable, settings::GatewaySettings,
+    tls::CertificateFiles, upstream::Upstreams,
 };
 
 /// The auth service, whose JWKS the gateway verifies tokens with.
@@ -42,6 +43,8 @@ pub struct Deps {
     pub revoked: RevokedSessions,
     /// The time source.
     pub clock: SharedClock,
+    /// Redis, for shared rate limits; unset: per replica.
+    pub redis_url: Option<String>,
 }
 
 /// The JWKS of the auth service, fetched through the gateway's own channel.
@@ -80,6 +83,11 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         deps.clock.clone(),
         deps.revoked.clone(),
     ));
+    let limiter = Arc::new(RateLimiter::new(
+        deps.settings.rate_limit.clone(),
+        deps.redis_url.as_deref(),
+        deps.clock.clone(),
+    )?);
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes, env!("CARGO_PKG_VERSION")))?;
     Ok(Gateway {
         routes,
@@ -87,6 +95,7 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         verifier,
         settings: deps.settings.clone(),
         openapi: Bytes::from(openapi),
+        limiter,
     })
 }
 

@@ -4,6 +4,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Serialize};
 
+use crate::ratelimit::RateLimitSettings;
+
 /// What the plain-HTTP listener does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +59,8 @@ pub struct GatewaySettings {
     pub cors: CorsSettings,
     /// Worker threads.
     pub threads: usize,
+    /// Rate limits.
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Default for GatewaySettings {
@@ -75,6 +79,7 @@ impl Default for GatewaySettings {
             hsts_max_age_secs: 31_536_000,
             cors: CorsSettings::default(),
             threads: 2,
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }

@@ -195,5 +195,6 @@ fn gateway_deps(
         tokens: config.tokens.clone(),
         revoked,
         clock,
+        redis_url: config.redis_url.as_ref().map(|url| url.expose().to_string()),
     })
 }

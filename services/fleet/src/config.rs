@@ -131,6 +131,17 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_gateway_settings_come_from_the_environment() {
+        let cfg = load(&[
+            ("FLEET_GATEWAY__RATE_LIMIT__USER__PERIOD_SECS", "3600"),
+            ("FLEET_GATEWAY__RATE_LIMIT__ENABLED", "false"),
+        ]);
+        assert_eq!(cfg.gateway.rate_limit.user.period_secs, 3600);
+        assert_eq!(cfg.gateway.rate_limit.user.limit, 100);
+        assert!(!cfg.gateway.rate_limit.enabled);
+    }
+
+    #[test]
     fn nested_settings_come_from_the_environment() {
         let cfg = load(&[
             ("FLEET_AUTH__LISTEN", "0.0.0.0:6000"),

@@ -5,5 +5,6 @@
 mod grpc;
 mod harness;
 mod openapi;
+mod ratelimit;
 mod rest;
 mod security;
