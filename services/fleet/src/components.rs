@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use fleet_kit::{
     Db, SharedClock, SystemClock,
+    amqp::{self, AmqpPublisher, AmqpSettings, ForwardToBus, RecentIds, Subscription},
     events::{EventPublisher, InProcessBus},
     revocation::RevokedSessions,
     token::{GrpcKeySource, TokenVerifier},
@@ -82,12 +83,34 @@ async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListe
 
 /// Runs `components` in this process until `shutdown` is cancelled.
 pub async fn run(config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
-    if config.amqp_url.is_some() {
-        tracing::warn!("AMQP_URL is set, but events still travel on the in-process bus only");
-    }
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = InProcessBus::default();
-    let publisher: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+    let publisher: Arc<dyn EventPublisher> = match &config.amqp_url {
+        Some(url) => {
+            let settings = AmqpSettings {
+                url: url.expose().to_string(),
+                exchange: config.events.exchange.clone(),
+                dead_letter_exchange: config.events.dead_letter_exchange.clone(),
+            };
+            // This process's followers (revocations, deletions, and every
+            // replica's own view) hear events through a queue of its own.
+            let subscription = Subscription {
+                queue: format!("fleet.process.{}", uuid::Uuid::now_v7()),
+                bindings: vec!["#".into()],
+                private: true,
+                prefetch: 64,
+            };
+            tokio::spawn(amqp::consume(
+                settings.clone(),
+                subscription,
+                Arc::new(ForwardToBus(bus.clone())),
+                Arc::new(RecentIds::new(10_000)),
+                shutdown.clone(),
+            ));
+            Arc::new(AmqpPublisher::new(settings))
+        }
+        None => Arc::new(bus.clone()),
+    };
     let revoked = RevokedSessions::new();
     let _revocations = revoked.follow(bus.subscribe(), clock.clone());
 

@@ -32,6 +32,28 @@ pub struct FleetConfig {
     pub users: ServiceConfig,
     /// The API gateway.
     pub gateway: GatewaySettings,
+    /// Exchanges of the RabbitMQ backbone (used when `amqp_url` is set).
+    pub events: EventSettings,
+}
+
+/// Where events go on RabbitMQ.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventSettings {
+    /// The topic exchange.
+    pub exchange: String,
+    /// The dead-letter exchange.
+    pub dead_letter_exchange: String,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        let amqp = fleet_kit::amqp::AmqpSettings::default();
+        Self {
+            exchange: amqp.exchange,
+            dead_letter_exchange: amqp.dead_letter_exchange,
+        }
+    }
 }
 
 /// Where one service listens and what it stores in.
@@ -95,6 +117,7 @@ impl Default for FleetConfig {
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),
             gateway: GatewaySettings::default(),
+            events: EventSettings::default(),
         }
     }
 }

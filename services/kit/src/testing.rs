@@ -116,3 +116,62 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A TCP relay to a real server that a test can cut and restore, to simulate
+/// an outage without stopping the shared server.
+#[derive(Debug)]
+pub struct TcpRelay {
+    /// The port to connect to instead of the server's.
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpRelay {
+    /// Relays 127.0.0.1:`port` to `target`.
+    pub async fn start(target: &str) -> TcpRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let target = target.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    continue; // dropped at once: the client sees the connection close
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        TcpRelay { port, cut }
+    }
+
+    /// Cuts every connection and refuses new ones (`true`), or restores (`false`).
+    pub fn set_cut(&self, cut: bool) {
+        let _ = self.cut.send(cut);
+    }
+}
+
+/// Whether a server answers at `addr`; when it does not, `false` (skip) or,
+/// with `FLEET_REQUIRE_BACKENDS=1`, a panic.
+pub async fn backend_available(name: &str, addr: &str) -> bool {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => true,
+        Err(err) if backends_required() => panic!("{name} required but unreachable at {addr}: {err}"),
+        Err(err) => {
+            eprintln!("skipping: {name} unreachable at {addr}: {err}");
+            false
+        }
+    }
+}

@@ -3,29 +3,15 @@
 
 use std::time::Duration;
 
+use fleet_kit::testing::{TcpRelay, backend_available};
 use reqwest::Method;
-use tokio::{
-    io::copy_bidirectional,
-    net::{TcpListener, TcpStream},
-    sync::watch,
-};
 
 use crate::harness::{Answer, Api, Fleet, Proto, assert_problem};
 
 const REDIS: &str = "127.0.0.1:6379";
 
-/// Redis at its default address, or `None` (skip) unless backends are required.
 async fn redis_available() -> bool {
-    match TcpStream::connect(REDIS).await {
-        Ok(_) => true,
-        Err(err) if std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
-            panic!("Redis required but unreachable at {REDIS}: {err}")
-        }
-        Err(err) => {
-            eprintln!("skipping: Redis unreachable at {REDIS}: {err}");
-            false
-        }
-    }
+    backend_available("Redis", REDIS).await
 }
 
 fn limited(redis_url: Option<&str>, prefix: &str) -> Vec<(String, String)> {
@@ -166,45 +152,6 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     }
 }
 
-/// A TCP relay to Redis that the test can cut and restore.
-struct Relay {
-    port: u16,
-    cut: watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn start(target: &'static str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, watch) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut watch = watch.clone();
-                if *watch.borrow() {
-                    continue; // dropped: the client sees the connection close
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Relay { port, cut }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        let _ = self.cut.send(cut);
-    }
-}
-
 async fn cache_health(api: &Api<'_>) -> serde_json::Value {
     api.call(Method::GET, "/health/cache", None, None).await.body
 }
@@ -214,7 +161,7 @@ async fn with_redis_cut_limits_hold_per_replica_and_the_shared_budget_returns_wi
     if !redis_available().await {
         return;
     }
-    let relay = Relay::start(REDIS).await;
+    let relay = TcpRelay::start(REDIS).await;
     let fleet = start(&limited(Some(&format!("redis://127.0.0.1:{}", relay.port)), &prefix())).await;
     let api = Api::new(&fleet, Proto::Http1);
     for _ in 0..5 {

@@ -1,0 +1,460 @@
+//! The RabbitMQ event backbone: one topic exchange (`fleet.events`), events
+//! published with publisher confirms, and consumers that are idempotent
+//! (processed ids remembered), acknowledge after processing, retry with
+//! backoff, dead-letter poison messages and reconnect with backoff. The W3C
+//! trace context travels in message headers.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use fleet_proto::events::v1::Event;
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventPublisher, InProcessBus};
+
+/// Where the backbone is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AmqpSettings {
+    /// `amqp://user:pass@host:5672/vhost`.
+    pub url: String,
+    /// The topic exchange events are published to.
+    pub exchange: String,
+    /// Where rejected messages go; each queue's dead letters end in `<queue>.dead`.
+    pub dead_letter_exchange: String,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "fleet.events".into(),
+            dead_letter_exchange: "fleet.events.dead".into(),
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+async fn connect(settings: &AmqpSettings) -> anyhow::Result<Connection> {
+    let connecting = Connection::connect(&settings.url, ConnectionProperties::default());
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .context("connecting to RabbitMQ timed out")?
+        .context("connecting to RabbitMQ")
+}
+
+async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> anyhow::Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
+        .with_context(|| format!("declaring exchange {name}"))
+}
+
+fn properties(event: &Event) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for name in TRACE_HEADERS {
+        if let Some(value) = event.trace_context.get(name) {
+            headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
+        }
+    }
+    BasicProperties::default()
+        .with_message_id(event.id.as_str().into())
+        .with_type(event.r#type.as_str().into())
+        .with_content_type("application/x-protobuf".into())
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+// === impl AmqpPublisher ===
+
+/// Publishes events to the exchange and waits for the broker's confirm.
+/// Any failure drops the connection; the next publish reconnects.
+pub struct AmqpPublisher {
+    settings: AmqpSettings,
+    channel: AsyncMutex<Option<(Connection, Channel)>>,
+}
+
+impl std::fmt::Debug for AmqpPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpPublisher")
+            .field("exchange", &self.settings.exchange)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpPublisher {
+    /// A publisher; it connects on first use.
+    pub fn new(settings: AmqpSettings) -> Self {
+        Self {
+            settings,
+            channel: AsyncMutex::new(None),
+        }
+    }
+
+    async fn open(&self) -> anyhow::Result<(Connection, Channel)> {
+        let connection = connect(&self.settings).await?;
+        let channel = connection.create_channel().await.context("opening a channel")?;
+        declare_exchange(&channel, &self.settings.exchange, ExchangeKind::Topic).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        Ok((connection, channel))
+    }
+}
+
+#[async_trait::async_trait]
+impl EventPublisher for AmqpPublisher {
+    async fn publish(&self, event: &Event) -> anyhow::Result<()> {
+        let mut guard = self.channel.lock().await;
+        if guard
+            .as_ref()
+            .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+        {
+            *guard = Some(self.open().await?);
+        }
+        let Some((_, channel)) = guard.as_ref() else {
+            bail!("no channel to RabbitMQ");
+        };
+        let publishing = async {
+            let confirm = channel
+                .basic_publish(
+                    self.settings.exchange.as_str().into(),
+                    event.r#type.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &event.encode_to_vec(),
+                    properties(event),
+                )
+                .await?
+                .await?;
+            Ok::<_, lapin::Error>(confirm)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, publishing).await {
+            Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                *guard = None;
+                bail!("RabbitMQ refused event {}", event.id)
+            }
+            Ok(Err(err)) => {
+                *guard = None;
+                Err(err).context("publishing to RabbitMQ")
+            }
+            Err(_) => {
+                *guard = None;
+                bail!("RabbitMQ did not confirm event {} in time", event.id)
+            }
+        }
+    }
+}
+
+// === consumers ===
+
+/// Why a handler did not process an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth another try (a dependency was down).
+    #[error("transient: {0:#}")]
+    Retry(anyhow::Error),
+    /// Will never succeed: dead-letter it.
+    #[error("rejected: {0:#}")]
+    Reject(anyhow::Error),
+}
+
+/// Processes events of a subscription.
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Handles one event; called at most once per event id that succeeds.
+    async fn handle(&self, event: &Event) -> Result<(), HandleError>;
+}
+
+/// Remembers processed event ids, so redeliveries are not processed twice.
+#[async_trait::async_trait]
+pub trait ProcessedEvents: Send + Sync + 'static {
+    /// Already processed?
+    async fn seen(&self, id: &str) -> anyhow::Result<bool>;
+    /// Records a processed event.
+    async fn remember(&self, id: &str) -> anyhow::Result<()>;
+}
+
+/// The last `capacity` processed ids, in memory: for consumers whose effects
+/// are themselves harmless to repeat after a restart (cache invalidation).
+#[derive(Debug)]
+pub struct RecentIds {
+    capacity: usize,
+    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl RecentIds {
+    /// Remembers up to `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ProcessedEvents for RecentIds {
+    async fn seen(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id))
+    }
+
+    async fn remember(&self, id: &str) -> anyhow::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.0.insert(id.to_string()) {
+            inner.1.push_back(id.to_string());
+            while inner.1.len() > self.capacity {
+                if let Some(old) = inner.1.pop_front() {
+                    inner.0.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A queue bound to the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Queue name. Shared durable queues spread work across replicas.
+    pub queue: String,
+    /// Routing-key patterns (`user.*`, `#`).
+    pub bindings: Vec<String>,
+    /// A private queue that vanishes with its consumer (one per replica).
+    pub private: bool,
+    /// Unacknowledged deliveries at a time.
+    pub prefetch: u16,
+}
+
+/// Attempts per delivery before a transient failure is dead-lettered.
+const ATTEMPTS: u32 = 4;
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Consumes `subscription` until `shutdown`, reconnecting with backoff.
+pub async fn consume(
+    settings: AmqpSettings,
+    subscription: Subscription,
+    handler: Arc<dyn EventHandler>,
+    processed: Arc<dyn ProcessedEvents>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let run = consume_once(
+            &settings,
+            &subscription,
+            handler.as_ref(),
+            processed.as_ref(),
+            &shutdown,
+        );
+        match run.await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(
+                    queue = subscription.queue,
+                    error = format!("{err:#}"),
+                    "consumer disconnected; reconnecting"
+                );
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+    }
+}
+
+/// Declares the queue with its dead-letter queue and bindings.
+async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscription) -> anyhow::Result<()> {
+    declare_exchange(channel, &settings.exchange, ExchangeKind::Topic).await?;
+    declare_exchange(channel, &settings.dead_letter_exchange, ExchangeKind::Direct).await?;
+    let dead = format!("{}.dead", sub.queue);
+    let options = QueueDeclareOptions {
+        durable: !sub.private,
+        auto_delete: sub.private,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(dead.as_str().into(), options, FieldTable::default())
+        .await
+        .context("declaring the dead-letter queue")?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            settings.dead_letter_exchange.as_str().into(),
+            sub.queue.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("binding the dead-letter queue")?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(settings.dead_letter_exchange.as_str().into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(sub.queue.as_str().into()),
+    );
+    let options = QueueDeclareOptions {
+        durable: !sub.private,
+        exclusive: sub.private,
+        auto_delete: sub.private,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(sub.queue.as_str().into(), options, arguments)
+        .await
+        .context("declaring the queue")?;
+    for key in &sub.bindings {
+        channel
+            .queue_bind(
+                sub.queue.as_str().into(),
+                settings.exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("binding {} to {key}", sub.queue))?;
+    }
+    Ok(())
+}
+
+fn trace_headers(headers: Option<&FieldTable>, event: &mut Event) {
+    let Some(headers) = headers else { return };
+    for name in TRACE_HEADERS {
+        let key = ShortString::from(name);
+        if let Some(AMQPValue::LongString(value)) = headers.inner().get(&key) {
+            event
+                .trace_context
+                .entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+}
+
+async fn consume_once(
+    settings: &AmqpSettings,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    processed: &dyn ProcessedEvents,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let connection = connect(settings).await?;
+    let channel = connection.create_channel().await.context("opening a channel")?;
+    declare_queue(&channel, settings, sub).await?;
+    channel
+        .basic_qos(sub.prefetch.max(1), BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    let mut deliveries = channel
+        .basic_consume(
+            sub.queue.as_str().into(),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("starting to consume")?;
+    tracing::info!(queue = sub.queue, "consuming events");
+    loop {
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            next = deliveries.next() => next,
+        };
+        let Some(delivery) = delivery else {
+            bail!("the broker ended the subscription");
+        };
+        let delivery = delivery.context("receiving a delivery")?;
+        let dead_letter = BasicNackOptions {
+            requeue: false,
+            ..BasicNackOptions::default()
+        };
+        let mut event = match Event::decode(delivery.data.as_slice()) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(queue = sub.queue, error = %err, "undecodable message dead-lettered");
+                delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                continue;
+            }
+        };
+        trace_headers(delivery.properties.headers().as_ref(), &mut event);
+        if processed.seen(&event.id).await? {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .context("acknowledging")?;
+            continue;
+        }
+        let mut attempt = 1;
+        let outcome = loop {
+            match handler.handle(&event).await {
+                Ok(()) => break Ok(()),
+                Err(HandleError::Retry(err)) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        event_id = event.id,
+                        attempt,
+                        error = format!("{err:#}"),
+                        "event handling failed; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+                    attempt += 1;
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                processed.remember(&event.id).await?;
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .context("acknowledging")?;
+            }
+            Err(err) => {
+                tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
+                delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+            }
+        }
+    }
+}
+
+/// Hands every event to this process's in-process bus: with RabbitMQ, one
+/// private queue per process feeds the same followers the embedded bus does.
+#[derive(Debug, Clone)]
+pub struct ForwardToBus(pub InProcessBus);
+
+#[async_trait::async_trait]
+impl EventHandler for ForwardToBus {
+    async fn handle(&self, event: &Event) -> Result<(), HandleError> {
+        self.0.publish(event).await.map_err(HandleError::Retry)
+    }
+}

@@ -1,0 +1,287 @@
+//! The RabbitMQ backbone against the real broker of this machine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use fleet_kit::{
+    amqp::{AmqpPublisher, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription, consume},
+    events::{EventPublisher, new_event},
+    testing::backend_available,
+};
+use fleet_proto::events::v1::{Event, UserDeleted, event::Payload};
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const BROKER: &str = "127.0.0.1:5672";
+
+/// Settings with an exchange and queue of this test's own.
+fn isolated() -> (AmqpSettings, Subscription) {
+    let id = Uuid::now_v7().simple().to_string();
+    let settings = AmqpSettings {
+        exchange: format!("fleet.test.{id}"),
+        dead_letter_exchange: format!("fleet.test.{id}.dead"),
+        ..AmqpSettings::default()
+    };
+    let subscription = Subscription {
+        queue: format!("fleet.test.{id}.q"),
+        bindings: vec!["user.*".into()],
+        private: false,
+        prefetch: 8,
+    };
+    (settings, subscription)
+}
+
+async fn cleanup(settings: &AmqpSettings, sub: &Subscription) {
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for queue in [sub.queue.clone(), format!("{}.dead", sub.queue)] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+/// Forwards every handled event to the test; fails the first `failures` times.
+struct Collect {
+    tx: mpsc::UnboundedSender<Event>,
+    failures: AtomicU32,
+    calls: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Collect {
+    async fn handle(&self, event: &Event) -> Result<(), HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandleError::Retry(anyhow::anyhow!("not yet")));
+        }
+        self.tx.send(event.clone()).unwrap();
+        Ok(())
+    }
+}
+
+struct Running {
+    events: mpsc::UnboundedReceiver<Event>,
+    calls: Arc<AtomicU32>,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_consumer(settings: &AmqpSettings, sub: &Subscription, failures: u32) -> Running {
+    let (tx, events) = mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handler = Arc::new(Collect {
+        tx,
+        failures: AtomicU32::new(failures),
+        calls: calls.clone(),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(consume(
+        settings.clone(),
+        sub.clone(),
+        handler,
+        Arc::new(RecentIds::new(1000)),
+        stop.clone(),
+    ));
+    // Wait until the queue exists, so nothing published next is unroutable.
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for _ in 0..100 {
+        let probe = channel
+            .queue_declare(
+                sub.queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await;
+        if probe.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running { events, calls, stop }
+}
+
+fn user_event() -> Event {
+    let mut event = new_event(
+        "users",
+        Some(Uuid::now_v7()),
+        Utc::now(),
+        Payload::UserDeleted(UserDeleted {}),
+    );
+    event.trace_context.insert(
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    );
+    event
+}
+
+async fn next(running: &mut Running) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), running.events.recv())
+        .await
+        .expect("an event")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn published_events_reach_a_consumer_once_with_their_trace_context() {
+    if !backend_available("RabbitMQ", BROKER).await {
+        return;
+    }
+    let (settings, sub) = isolated();
+    let mut running = start_consumer(&settings, &sub, 0).await;
+    let publisher = AmqpPublisher::new(settings.clone());
+    let event = user_event();
+    publisher.publish(&event).await.unwrap();
+    publisher.publish(&event).await.unwrap(); // a redelivery of the same event
+    let other = user_event();
+    publisher.publish(&other).await.unwrap();
+
+    let first = next(&mut running).await;
+    assert_eq!(first, event);
+    assert_eq!(first.trace_context["traceparent"], event.trace_context["traceparent"]);
+    assert_eq!(next(&mut running).await.id, other.id, "the duplicate was skipped");
+    assert_eq!(running.calls.load(Ordering::SeqCst), 2);
+    drop(running);
+    cleanup(&settings, &sub).await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
+    if !backend_available("RabbitMQ", BROKER).await {
+        return;
+    }
+    let (settings, sub) = isolated();
+    let mut running = start_consumer(&settings, &sub, 0).await;
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            settings.exchange.as_str().into(),
+            "user.updated".into(),
+            BasicPublishOptions::default(),
+            b"\xff\xffnot protobuf",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    let good = user_event();
+    AmqpPublisher::new(settings.clone()).publish(&good).await.unwrap();
+    assert_eq!(next(&mut running).await.id, good.id);
+
+    let dead = format!("{}.dead", sub.queue);
+    let mut dead_lettered = None;
+    for _ in 0..100 {
+        dead_lettered = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if dead_lettered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dead_lettered
+            .expect("the poison message is in the dead-letter queue")
+            .delivery
+            .data,
+        b"\xff\xffnot protobuf"
+    );
+    drop(running);
+    cleanup(&settings, &sub).await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
+    if !backend_available("RabbitMQ", BROKER).await {
+        return;
+    }
+    let (settings, sub) = isolated();
+    let mut running = start_consumer(&settings, &sub, 2).await;
+    let publisher = AmqpPublisher::new(settings.clone());
+    let event = user_event();
+    publisher.publish(&event).await.unwrap();
+    assert_eq!(next(&mut running).await.id, event.id);
+    assert_eq!(running.calls.load(Ordering::SeqCst), 3, "two failures, then success");
+    drop(running);
+
+    // A handler that never succeeds: the event ends in the dead-letter queue.
+    let (settings, sub) = isolated();
+    let running = start_consumer(&settings, &sub, u32::MAX).await;
+    let doomed = user_event();
+    publisher_for(&settings).publish(&doomed).await.unwrap();
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = format!("{}.dead", sub.queue);
+    let mut found = None;
+    for _ in 0..200 {
+        found = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = found.expect("dead-lettered after its attempts");
+    assert_eq!(
+        found.delivery.properties.message_id().as_ref().map(|s| s.to_string()),
+        Some(doomed.id)
+    );
+    drop(running);
+    cleanup(&settings, &sub).await;
+}
+
+fn publisher_for(settings: &AmqpSettings) -> AmqpPublisher {
+    AmqpPublisher::new(settings.clone())
+}
+
+#[test]
+fn recent_ids_forget_the_oldest_beyond_capacity() {
+    let ids = RecentIds::new(2);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        for id in ["a", "b", "c"] {
+            fleet_kit::amqp::ProcessedEvents::remember(&ids, id).await.unwrap();
+        }
+        assert!(!fleet_kit::amqp::ProcessedEvents::seen(&ids, "a").await.unwrap());
+        assert!(fleet_kit::amqp::ProcessedEvents::seen(&ids, "c").await.unwrap());
+    });
+}
