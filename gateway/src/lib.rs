@@ -16,4 +16,5 @@ pub mod upstream;
 
 pub use server::{Deps, run};
 pub use settings::{GatewaySettings, HttpMode};
+pub mod cache;
 pub mod ratelimit;

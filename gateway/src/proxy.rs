@@ -23,6 +23,7 @@ use pingora::{
 use uuid::Uuid;
 
 use crate::{
+    cache::{CacheKey, ResponseCache},
     problem::{self, Problem},
     ratelimit::{Decision, RateLimiter, client_ip},
     routes::{RouteMatch, RouteTable},
@@ -48,6 +49,8 @@ pub struct Gateway {
     pub openapi: Bytes,
     /// Rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// The response cache.
+    pub cache: Arc<ResponseCache>,
 }
 
 /// Per-request state.
@@ -373,6 +376,33 @@ impl Gateway {
             Ok(message) => message,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
+        // Cacheable GETs: answer from the cache, or let one request per key
+        // through to the service while the others wait for its answer.
+        let caller = ctx.identity.as_ref().map(|id| match id.user_id() {
+            Some(user) => user.to_string(),
+            None => format!("role:{}", id.role),
+        });
+        let cache_key = match (&caller, lookup_method == Method::GET) {
+            (Some(caller), true) => self.cache.key(route.template.as_str(), query.as_deref(), caller),
+            _ => None,
+        };
+        let bypass = header_str(session, "cache-control").is_some_and(|v| v.contains("no-cache"));
+        let flight = cache_key.as_ref().map(|key| self.cache.flight(key));
+        let _in_flight = match &flight {
+            Some(flight) => Some(flight.lock().await),
+            None => None,
+        };
+        let cached = match (&cache_key, bypass) {
+            (Some(key), false) => self.cache.get(key).await,
+            _ => None,
+        };
+        if let Some(hit) = cached {
+            let status = format!("fleet; hit; ttl={}", hit.ttl_secs);
+            let extra = [(http::HeaderName::from_static("cache-status"), status)];
+            return self
+                .respond(session, ctx, 200, Some("application/json"), &extra, hit.body)
+                .await;
+        }
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let pairs = [
             (
@@ -400,7 +430,12 @@ impl Gateway {
                 self.respond(session, ctx, 204, None, &[], Bytes::new()).await
             }
             Ok(answer) => match transcode::response_json(&answer) {
-                Ok(json) => self.json(session, ctx, route.success_status, json).await,
+                Ok(json) => match &cache_key {
+                    Some(key) if route.success_status == 200 => {
+                        self.store_and_respond(session, ctx, key, json, bypass).await
+                    }
+                    _ => self.json(session, ctx, route.success_status, json).await,
+                },
                 Err(err) => {
                     tracing::error!(error = %err, endpoint = ctx.endpoint, "could not encode an answer");
                     self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
@@ -417,6 +452,25 @@ impl Gateway {
                 self.problem(session, ctx, &Problem::from_status(&status)).await
             }
         }
+    }
+
+    async fn store_and_respond(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        key: &CacheKey,
+        json: Vec<u8>,
+        bypass: bool,
+    ) -> Answer {
+        let body = Bytes::from(json);
+        self.cache.put(key, body.clone()).await;
+        let fwd = if bypass { "request" } else { "miss" };
+        let extra = [(
+            http::HeaderName::from_static("cache-status"),
+            format!("fleet; fwd={fwd}; stored"),
+        )];
+        self.respond(session, ctx, 200, Some("application/json"), &extra, body)
+            .await
     }
 
     /// A trailers-only gRPC error answer.
@@ -514,8 +568,10 @@ impl ProxyHttp for Gateway {
             "/health/cache" if method == Method::GET => {
                 ctx.endpoint = "/health/cache".into();
                 let limiter = self.limiter.health();
-                let status = if limiter.redis == "down" { "degraded" } else { "ok" };
-                let body = serde_json::json!({"status": status, "rate_limiter": limiter});
+                let cache = self.cache.health();
+                let degraded = limiter.redis == "down" || cache.redis == "down";
+                let status = if degraded { "degraded" } else { "ok" };
+                let body = serde_json::json!({"status": status, "rate_limiter": limiter, "cache": cache});
                 self.json(session, ctx, 200, serde_json::to_vec(&body).unwrap_or_default())
                     .await
             }

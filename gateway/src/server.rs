@@ -12,18 +12,21 @@ use fleet_kit::{
     token::{KeySource, TokenSettings, TokenVerifier},
 };
 use fleet_proto::auth::v1::{GetJwksRequest, Jwks, auth_service_client::AuthServiceClient};
+use fleet_proto::events::v1::Event;
 use pingora::{
     apps::HttpServerOptions,
     listeners::tls::TlsSettings,
     proxy::http_proxy_service,
-    server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, configuration::ServerConf},
+    server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, configuration::ServerConf},
+    services::background::{BackgroundService, background_service},
 };
 use prost_reflect::DescriptorPool;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable, settings::GatewaySettings,
-    tls::CertificateFiles, upstream::Upstreams,
+    cache::ResponseCache, openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable,
+    settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
 };
 
 /// The auth service, whose JWKS the gateway verifies tokens with.
@@ -43,8 +46,10 @@ pub struct Deps {
     pub revoked: RevokedSessions,
     /// The time source.
     pub clock: SharedClock,
-    /// Redis, for shared rate limits; unset: per replica.
+    /// Redis, for shared rate limits and the shared cache tier; unset: per replica.
     pub redis_url: Option<String>,
+    /// Domain events (the process's bus), which invalidate the cache.
+    pub events: Option<broadcast::Receiver<Arc<Event>>>,
 }
 
 /// The JWKS of the auth service, fetched through the gateway's own channel.
@@ -88,6 +93,11 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         deps.redis_url.as_deref(),
         deps.clock.clone(),
     )?);
+    let cache = Arc::new(ResponseCache::new(
+        deps.settings.cache.clone(),
+        deps.redis_url.as_deref(),
+        deps.clock.clone(),
+    )?);
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes, env!("CARGO_PKG_VERSION")))?;
     Ok(Gateway {
         routes,
@@ -96,12 +106,46 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         settings: deps.settings.clone(),
         openapi: Bytes::from(openapi),
         limiter,
+        cache,
     })
 }
 
+/// Empties cache tags as domain events arrive.
+struct CacheInvalidation {
+    cache: Arc<ResponseCache>,
+    events: std::sync::Mutex<Option<broadcast::Receiver<Arc<Event>>>>,
+}
+
+#[async_trait]
+impl BackgroundService for CacheInvalidation {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut events) = self.events.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                event = events.recv() => match event {
+                    Ok(event) => self.cache.apply(&event).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Missed invalidations: drop everything rather than serve stale answers.
+                        tracing::warn!(missed, "cache invalidation fell behind; emptying the users tag");
+                        self.cache.invalidate("users").await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
 /// Runs the gateway on the calling thread until `shutdown` is cancelled.
-pub fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gateway = gateway(&deps)?;
+    let invalidation = CacheInvalidation {
+        cache: gateway.cache.clone(),
+        events: std::sync::Mutex::new(deps.events.take()),
+    };
     let conf = ServerConf {
         threads: deps.settings.threads.max(1),
         grace_period_seconds: Some(0),
@@ -124,6 +168,7 @@ pub fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     tls.enable_h2();
     service.add_tls_with_settings(&deps.settings.https_listen.to_string(), None, tls);
     server.add_service(service);
+    server.add_service(background_service("cache invalidation", invalidation));
     tracing::info!(
         https = %deps.settings.https_listen,
         http = %deps.settings.http_listen,

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Serialize};
 
-use crate::ratelimit::RateLimitSettings;
+use crate::{cache::CacheSettings, ratelimit::RateLimitSettings};
 
 /// What the plain-HTTP listener does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -61,6 +61,8 @@ pub struct GatewaySettings {
     pub threads: usize,
     /// Rate limits.
     pub rate_limit: RateLimitSettings,
+    /// The response cache.
+    pub cache: CacheSettings,
 }
 
 impl Default for GatewaySettings {
@@ -80,6 +82,7 @@ impl Default for GatewaySettings {
             cors: CorsSettings::default(),
             threads: 2,
             rate_limit: RateLimitSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }

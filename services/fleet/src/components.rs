@@ -159,7 +159,13 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         }
     }
     if components.contains(&Component::Gateway) {
-        let deps = gateway_deps(&config, components.len() > 1, revoked.clone(), clock.clone())?;
+        let deps = gateway_deps(
+            &config,
+            components.len() > 1,
+            revoked.clone(),
+            clock.clone(),
+            bus.subscribe(),
+        )?;
         let stop = shutdown.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // Pingora builds and blocks on runtimes of its own: a thread of its own.
@@ -198,6 +204,7 @@ fn gateway_deps(
     monolithic: bool,
     revoked: RevokedSessions,
     clock: SharedClock,
+    events: tokio::sync::broadcast::Receiver<Arc<fleet_proto::events::v1::Event>>,
 ) -> anyhow::Result<fleet_gateway::Deps> {
     let settings = config.gateway.clone();
     let certificate = match (&settings.tls_cert, &settings.tls_key) {
@@ -219,5 +226,6 @@ fn gateway_deps(
         revoked,
         clock,
         redis_url: config.redis_url.as_ref().map(|url| url.expose().to_string()),
+        events: Some(events),
     })
 }

@@ -48,14 +48,9 @@ async fn a_tonic_client_reaches_users_get_user_through_the_gateway() {
 
 #[tokio::test]
 async fn a_pass_through_to_a_service_that_is_down_is_unavailable() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let fleet = Fleet::start_with(&[
         ("FLEET_GATEWAY__HTTP_MODE", "serve"),
-        ("FLEET_USERS__URL", &format!("http://127.0.0.1:{dead}")),
+        ("FLEET_USERS__URL", crate::harness::DEAD_UPSTREAM),
     ])
     .await;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))

@@ -5,6 +5,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,7 @@ pub struct Fleet {
     pub http: u16,
     auth_port: u16,
     users_port: u16,
+    cert: Option<PathBuf>,
     env: Vec<(String, String)>,
 }
 
@@ -44,9 +46,24 @@ async fn serving(port: u16) -> bool {
         .is_ok_and(|r| r.into_inner().status == 1)
 }
 
+/// A port no other fleet of this test run gets: handed out from one counter
+/// below the kernel's ephemeral range (so outgoing connections never hold it),
+/// and checked to be free now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + u16::try_from(std::process::id() % 500).unwrap() * 20;
+    let _ = NEXT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
+
+/// A URL where nothing ever listens (port 1 is never handed out).
+pub const DEAD_UPSTREAM: &str = "http://127.0.0.1:1";
 
 /// Which protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +78,33 @@ impl Fleet {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Fleet {
+        let (auth, users) = (free_port(), free_port());
+        Self::launch(&["run"], auth, users, None, extra).await
+    }
+
+    /// A second gateway (`--target gateway`) in front of `front`'s services.
+    pub async fn gateway_for(front: &Fleet, extra: &[(&str, &str)]) -> Fleet {
+        let cert = front.cert_path().display().to_string();
+        let key = front.data_dir().join("tls/dev-key.pem").display().to_string();
+        let mut env = vec![
+            ("FLEET_GATEWAY__TLS_CERT", cert.as_str()),
+            ("FLEET_GATEWAY__TLS_KEY", key.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let cert_path = front.cert_path();
+        Self::launch(
+            &["run", "--target", "gateway"],
+            front.auth_port,
+            front.users_port,
+            Some(cert_path),
+            &env,
+        )
+        .await
+    }
+
+    async fn launch(args: &[&str], auth: u16, users: u16, cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let (auth, users, https, http) = (free_port(), free_port(), free_port(), free_port());
+        let (https, http) = (free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
             ("FLEET_DATA_DIR".into(), dir.path().join("data").display().to_string()),
             ("FLEET_LOG__LEVEL".into(), "warn".into()),
@@ -77,7 +119,7 @@ impl Fleet {
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
         let child = Command::new(env!("CARGO_BIN_EXE_fleet"))
-            .arg("run")
+            .args(args)
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -93,6 +135,7 @@ impl Fleet {
             http,
             auth_port: auth,
             users_port: users,
+            cert,
             env,
         };
         fleet.wait_ready().await;
@@ -121,7 +164,9 @@ impl Fleet {
     }
 
     pub fn cert_path(&self) -> PathBuf {
-        self.data_dir().join("tls").join("dev-cert.pem")
+        self.cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("tls").join("dev-cert.pem"))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -274,13 +274,8 @@ async fn old_tls_is_refused_while_tls13_and_h2_are_negotiated() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_503_and_a_missed_deadline_504() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let fleet = Fleet::start_with(&[
-        ("FLEET_USERS__URL", &format!("http://127.0.0.1:{dead}")),
+        ("FLEET_USERS__URL", crate::harness::DEAD_UPSTREAM),
         ("FLEET_GATEWAY__ROUTE_TIMEOUTS_MS", "{\"/api/v1/auth/login\" = 1}"),
     ])
     .await;

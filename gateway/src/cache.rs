@@ -1,0 +1,447 @@
+//! The response cache: an in-process tier (moka) in front of a shared Redis
+//! tier. Keys hold everything that changes an answer (route, normalized
+//! query, the caller); entries carry tags (`users`, `user:<id>`) whose
+//! generation, kept in Redis, is bumped by `user.*` events that every gateway
+//! replica receives, which empties them everywhere at once.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use fleet_kit::SharedClock;
+use fleet_proto::events::v1::{Event, event::Payload};
+use redis::{Script, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+
+/// Cache configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    /// Off: nothing is cached.
+    pub enabled: bool,
+    /// Cacheable GET routes by template, with their TTL in seconds.
+    pub routes: BTreeMap<String, u64>,
+    /// Entries the in-process tier holds.
+    pub local_capacity: u64,
+    /// Prefix of the Redis keys.
+    pub key_prefix: String,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        let routes = [
+            ("/api/v1/users", 300),
+            ("/api/v1/stats/user", 3600),
+            ("/api/v1/stats/activity", 3600),
+            ("/api/v1/stats/sessions", 3600),
+        ]
+        .into_iter()
+        .map(|(route, ttl)| (route.to_string(), ttl))
+        .collect();
+        Self {
+            enabled: true,
+            routes,
+            local_capacity: 10_000,
+            key_prefix: "fleet:cache:".into(),
+        }
+    }
+}
+
+/// What a cacheable request looks up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    /// Hash of route, normalized query and caller.
+    pub hash: String,
+    /// The tag whose invalidation empties it.
+    pub tag: String,
+    /// How long it lives.
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct LocalEntry {
+    tag: String,
+    body: Bytes,
+    expires_at: DateTime<Utc>,
+}
+
+/// A cache hit: the answer body and its remaining lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The JSON body of a 200 answer.
+    pub body: Bytes,
+    /// Seconds it stays fresh.
+    pub ttl_secs: i64,
+}
+
+/// Counters for `/health/cache` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CacheHealth {
+    /// "up", "down" or "disabled".
+    pub redis: &'static str,
+    /// Hits.
+    pub hits: u64,
+    /// Misses.
+    pub misses: u64,
+    /// Entries in the in-process tier.
+    pub local_entries: u64,
+    /// Invalidations applied.
+    pub invalidations: u64,
+}
+
+/// Reads a tag's generation and the entry of that generation in one trip.
+const LOOKUP: &str = r"
+local generation = redis.call('GET', KEYS[1]) or '0'
+local value = redis.call('GET', KEYS[2] .. ':' .. generation)
+local ttl = -2
+if value then ttl = redis.call('PTTL', KEYS[2] .. ':' .. generation) end
+return {generation, value or false, ttl}
+";
+
+/// The two-tier cache.
+pub struct ResponseCache {
+    settings: CacheSettings,
+    clock: SharedClock,
+    local: moka::sync::Cache<String, LocalEntry>,
+    redis: Option<RedisTier>,
+    flights: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+struct RedisTier {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    lookup: Script,
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn normalized_query(query: Option<&str>) -> String {
+    let mut pairs: Vec<&str> = query.unwrap_or_default().split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_unstable();
+    pairs.join("&")
+}
+
+/// The tags a domain event invalidates.
+pub fn tags_of(event: &Event) -> Vec<String> {
+    let user = (!event.subject_user_id.is_empty()).then(|| format!("user:{}", event.subject_user_id));
+    match event.payload {
+        Some(Payload::UserCreated(_) | Payload::UserUpdated(_) | Payload::UserDeleted(_)) => {
+            std::iter::once("users".to_string()).chain(user).collect()
+        }
+        Some(_) => user.into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+impl ResponseCache {
+    /// A cache; `redis_url` unset: the in-process tier alone.
+    pub fn new(settings: CacheSettings, redis_url: Option<&str>, clock: SharedClock) -> anyhow::Result<Self> {
+        let redis = redis_url
+            .map(|url| -> anyhow::Result<RedisTier> {
+                Ok(RedisTier {
+                    client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
+                    connection: OnceCell::new(),
+                    lookup: Script::new(LOOKUP),
+                    up: std::sync::atomic::AtomicBool::new(true),
+                })
+            })
+            .transpose()?;
+        let max_ttl = settings.routes.values().copied().max().unwrap_or(300);
+        let local = moka::sync::Cache::builder()
+            .max_capacity(settings.local_capacity)
+            .time_to_live(Duration::from_secs(max_ttl.max(1)))
+            .support_invalidation_closures()
+            .build();
+        Ok(Self {
+            settings,
+            clock,
+            local,
+            redis,
+            flights: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+        })
+    }
+
+    /// The key of a GET on `route`, when the route is cacheable. Answers
+    /// depend on the caller, so the caller is part of the key.
+    pub fn key(&self, route: &str, query: Option<&str>, caller: &str) -> Option<CacheKey> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let ttl = *self.settings.routes.get(route)?;
+        let tag = if route.starts_with("/api/v1/stats") {
+            format!("user:{caller}")
+        } else {
+            "users".to_string()
+        };
+        let mut digest = Sha256::new();
+        for part in [route, &normalized_query(query), caller] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Some(CacheKey {
+            hash,
+            tag,
+            ttl: Duration::from_secs(ttl),
+        })
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let tier = self.redis.as_ref()?;
+        let connection = tier
+            .connection
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(250)))
+                    .set_response_timeout(Some(Duration::from_millis(250)))
+                    .set_number_of_retries(1);
+                tier.client.get_connection_manager_with_config(config).await
+            })
+            .await;
+        self.mark(connection.as_ref().err().map(ToString::to_string));
+        connection.ok().cloned()
+    }
+
+    fn mark(&self, error: Option<String>) {
+        let Some(tier) = &self.redis else { return };
+        match error {
+            None => {
+                tier.up.store(true, Ordering::Relaxed);
+            }
+            Some(err) => {
+                if tier.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = err,
+                        "Redis unreachable: the cache serves from this replica only"
+                    );
+                }
+            }
+        }
+    }
+
+    fn entry_key(&self, key: &CacheKey) -> String {
+        format!("{}entry:{}", self.settings.key_prefix, key.hash)
+    }
+
+    fn generation_key(&self, tag: &str) -> String {
+        format!("{}gen:{tag}", self.settings.key_prefix)
+    }
+
+    /// Looks a key up, in-process first, then in Redis.
+    pub async fn get(&self, key: &CacheKey) -> Option<Hit> {
+        let now = self.clock.now();
+        if let Some(entry) = self.local.get(&key.hash).filter(|e| e.expires_at > now) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(Hit {
+                body: entry.body,
+                ttl_secs: (entry.expires_at - now).num_seconds(),
+            });
+        }
+        let hit = self.get_redis(key).await;
+        match &hit {
+            Some(hit) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.local.insert(
+                    key.hash.clone(),
+                    LocalEntry {
+                        tag: key.tag.clone(),
+                        body: hit.body.clone(),
+                        expires_at: now + chrono::Duration::seconds(hit.ttl_secs),
+                    },
+                );
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        hit
+    }
+
+    async fn get_redis(&self, key: &CacheKey) -> Option<Hit> {
+        let mut connection = self.connection().await?;
+        let tier = self.redis.as_ref()?;
+        let answer: redis::RedisResult<(String, Option<Vec<u8>>, i64)> = tier
+            .lookup
+            .key(self.generation_key(&key.tag))
+            .key(self.entry_key(key))
+            .invoke_async(&mut connection)
+            .await;
+        self.mark(answer.as_ref().err().map(ToString::to_string));
+        let (_, body, ttl_ms) = answer.ok()?;
+        Some(Hit {
+            body: Bytes::from(body?),
+            ttl_secs: ttl_ms / 1000,
+        })
+    }
+
+    /// Stores a 200 answer in both tiers.
+    pub async fn put(&self, key: &CacheKey, body: Bytes) {
+        let expires_at = self.clock.now() + chrono::Duration::from_std(key.ttl).unwrap_or_default();
+        self.local.insert(
+            key.hash.clone(),
+            LocalEntry {
+                tag: key.tag.clone(),
+                body: body.clone(),
+                expires_at,
+            },
+        );
+        let Some(mut connection) = self.connection().await else {
+            return;
+        };
+        let generation: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+            .arg(self.generation_key(&key.tag))
+            .query_async(&mut connection)
+            .await;
+        let stored = match generation {
+            Ok(generation) => {
+                let full = format!("{}:{}", self.entry_key(key), generation.unwrap_or(0));
+                let ttl_ms = u64::try_from(key.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                redis::cmd("SET")
+                    .arg(full)
+                    .arg(body.as_ref())
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<()>(&mut connection)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        self.mark(stored.err().map(|e| e.to_string()));
+    }
+
+    /// Empties a tag: the shared generation moves on and this replica drops
+    /// its own entries. Every replica does this for every event.
+    pub async fn invalidate(&self, tag: &str) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        let owned = tag.to_string();
+        if let Err(err) = self.local.invalidate_entries_if(move |_, entry| entry.tag == owned) {
+            tracing::warn!(error = %err, "could not invalidate local cache entries; clearing all");
+            self.local.invalidate_all();
+        }
+        let Some(mut connection) = self.connection().await else {
+            return;
+        };
+        let bumped: redis::RedisResult<i64> = redis::cmd("INCR")
+            .arg(self.generation_key(tag))
+            .query_async(&mut connection)
+            .await;
+        self.mark(bumped.err().map(|e| e.to_string()));
+    }
+
+    /// Applies a domain event.
+    pub async fn apply(&self, event: &Event) {
+        for tag in tags_of(event) {
+            self.invalidate(&tag).await;
+        }
+    }
+
+    /// The single-flight lock of a key: the first caller holds it while it
+    /// asks upstream; the others wait and then find the answer cached.
+    pub fn flight(&self, key: &CacheKey) -> Arc<AsyncMutex<()>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.len() > 10_000 {
+            flights.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        flights.entry(key.hash.clone()).or_default().clone()
+    }
+
+    /// How the cache is doing.
+    pub fn health(&self) -> CacheHealth {
+        CacheHealth {
+            redis: match &self.redis {
+                None => "disabled",
+                Some(tier) if tier.up.load(Ordering::Relaxed) => "up",
+                Some(_) => "down",
+            },
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            local_entries: self.local.entry_count(),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_kit::{clock::ManualClock, events::new_event};
+    use fleet_proto::events::v1::{LoginSucceeded, UserUpdated};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn cache(clock: &ManualClock) -> ResponseCache {
+        ResponseCache::new(CacheSettings::default(), None, Arc::new(clock.clone())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_hold_route_query_and_caller_and_expire_with_their_ttl() {
+        let clock = ManualClock::new(Utc::now());
+        let cache = cache(&clock);
+        let a = cache.key("/api/v1/users", Some("limit=5&q=x"), "alice").unwrap();
+        assert_eq!(
+            a,
+            cache.key("/api/v1/users", Some("q=x&limit=5"), "alice").unwrap(),
+            "query order is normalized"
+        );
+        assert_ne!(a, cache.key("/api/v1/users", Some("limit=5&q=x"), "bob").unwrap());
+        assert!(
+            cache.key("/api/v1/users/me", None, "alice").is_none(),
+            "not a cacheable route"
+        );
+        cache.put(&a, Bytes::from_static(b"{}")).await;
+        assert_eq!(cache.get(&a).await.unwrap().ttl_secs, 300);
+        clock.advance(chrono::Duration::seconds(301));
+        assert!(cache.get(&a).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn user_events_empty_the_users_tag() {
+        let clock = ManualClock::new(Utc::now());
+        let cache = cache(&clock);
+        let key = cache.key("/api/v1/users", None, "alice").unwrap();
+        cache.put(&key, Bytes::from_static(b"{}")).await;
+        let login = new_event(
+            "auth",
+            Some(Uuid::now_v7()),
+            Utc::now(),
+            Payload::LoginSucceeded(LoginSucceeded::default()),
+        );
+        cache.apply(&login).await;
+        assert!(
+            cache.get(&key).await.is_some(),
+            "a login does not change the users list"
+        );
+        let updated = new_event(
+            "users",
+            Some(Uuid::now_v7()),
+            Utc::now(),
+            Payload::UserUpdated(UserUpdated::default()),
+        );
+        assert_eq!(tags_of(&updated)[0], "users");
+        cache.apply(&updated).await;
+        assert!(cache.get(&key).await.is_none());
+        assert_eq!(cache.health().hits, 1);
+    }
+}
