@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     cache::{CacheKey, ResponseCache},
+    metrics::GatewayMetrics,
     problem::{self, Problem},
     ratelimit::{Decision, RateLimiter, client_ip},
     routes::{RouteMatch, RouteTable},
@@ -51,6 +52,8 @@ pub struct Gateway {
     pub limiter: Arc<RateLimiter>,
     /// The response cache.
     pub cache: Arc<ResponseCache>,
+    /// Counters.
+    pub metrics: GatewayMetrics,
 }
 
 /// Per-request state.
@@ -285,6 +288,7 @@ impl Gateway {
             return Ok(());
         };
         ctx.rate = Some(decision);
+        self.metrics.decision(decision.allowed);
         if decision.allowed {
             return Ok(());
         }
@@ -393,7 +397,11 @@ impl Gateway {
             None => None,
         };
         let cached = match (&cache_key, bypass) {
-            (Some(key), false) => self.cache.get(key).await,
+            (Some(key), false) => {
+                let cached = self.cache.get(key).await;
+                self.metrics.cache_lookup(route.template.as_str(), cached.is_some());
+                cached
+            }
             _ => None,
         };
         if let Some(hit) = cached {
@@ -443,6 +451,9 @@ impl Gateway {
                 }
             },
             Err(status) => {
+                let code = crate::problem::http_status(status.code()).1.to_string();
+                let labels = crate::metrics::UpstreamLabels { service, code };
+                self.metrics.upstream_errors.get_or_create(&labels).inc();
                 if matches!(
                     status.code(),
                     tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss

@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::ResponseCache, openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable,
+    cache::ResponseCache, metrics::GatewayMetrics, openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable,
     settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
 };
 
@@ -48,6 +48,8 @@ pub struct Deps {
     pub clock: SharedClock,
     /// Redis, for shared rate limits and the shared cache tier; unset: per replica.
     pub redis_url: Option<String>,
+    /// Counters, registered in the process registry.
+    pub metrics: GatewayMetrics,
     /// Domain events (the process's bus), which invalidate the cache.
     pub events: Option<broadcast::Receiver<Arc<Event>>>,
 }
@@ -107,6 +109,7 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         openapi: Bytes::from(openapi),
         limiter,
         cache,
+        metrics: deps.metrics.clone(),
     })
 }
 

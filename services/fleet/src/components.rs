@@ -114,7 +114,13 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
     let revoked = RevokedSessions::new();
     let _revocations = revoked.follow(bus.subscribe(), clock.clone());
 
+    let mut registry = prometheus_client::registry::Registry::default();
+    fleet_kit::metrics::register_events(&mut registry);
+    let gateway_metrics = fleet_gateway::metrics::GatewayMetrics::register(&mut registry);
+
     let mut tasks = tokio::task::JoinSet::new();
+    let admin = crate::admin_http::serve(config.admin_listen, Arc::new(registry), shutdown.clone());
+    tasks.spawn(async move { ("admin", admin.await) });
     for component in components.iter().filter(|c| **c != Component::Gateway) {
         // Bind before anything else, so a taken port fails at once.
         let listen = match component {
@@ -159,13 +165,14 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         }
     }
     if components.contains(&Component::Gateway) {
-        let deps = gateway_deps(
+        let mut deps = gateway_deps(
             &config,
             components.len() > 1,
             revoked.clone(),
             clock.clone(),
             bus.subscribe(),
         )?;
+        deps.metrics = gateway_metrics;
         let stop = shutdown.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // Pingora builds and blocks on runtimes of its own: a thread of its own.
@@ -227,5 +234,6 @@ fn gateway_deps(
         clock,
         redis_url: config.redis_url.as_ref().map(|url| url.expose().to_string()),
         events: Some(events),
+        metrics: fleet_gateway::metrics::GatewayMetrics::default(),
     })
 }

@@ -24,6 +24,8 @@ pub struct FleetConfig {
     pub amqp_url: Option<Secret>,
     /// Logging.
     pub log: LogConfig,
+    /// The admin listener: `/metrics` and `/health` of the whole process.
+    pub admin_listen: SocketAddr,
     /// Access-token issuer, audience and lifetime.
     pub tokens: TokenSettings,
     /// The auth service.
@@ -113,6 +115,7 @@ impl Default for FleetConfig {
             redis_url: None,
             amqp_url: None,
             log: LogConfig::default(),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),

@@ -3,6 +3,7 @@
 //! migrate` prepares the stores; `fleet user ...` are operator commands.
 
 mod admin;
+mod admin_http;
 mod components;
 mod config;
 

@@ -383,6 +383,9 @@ async fn consume_once(
         .await
         .context("starting to consume")?;
     tracing::info!(queue = sub.queue, "consuming events");
+    let queue_label = crate::metrics::QueueLabels {
+        queue: sub.queue.clone(),
+    };
     loop {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -401,6 +404,7 @@ async fn consume_once(
             Err(err) => {
                 tracing::error!(queue = sub.queue, error = %err, "undecodable message dead-lettered");
                 delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
                 continue;
             }
         };
@@ -438,10 +442,12 @@ async fn consume_once(
                     .ack(BasicAckOptions::default())
                     .await
                     .context("acknowledging")?;
+                crate::metrics::events().consumed.get_or_create(&queue_label).inc();
             }
             Err(err) => {
                 tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
                 delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod layer;
+pub mod metrics;
 pub mod outbox;
 pub mod revocation;
 pub mod secret;

@@ -158,13 +158,21 @@ impl OutboxRelay {
         loop {
             let batch = self.table.pending(BATCH).await?;
             if batch.is_empty() {
+                crate::metrics::events().outbox_backlog.set(0);
                 return Ok(sent);
             }
+            crate::metrics::events()
+                .outbox_backlog
+                .set(i64::try_from(batch.len()).unwrap_or(i64::MAX));
             for row in batch {
                 let event =
                     Event::decode(row.payload.as_slice()).context("an outbox row does not decode as an event")?;
-                self.bus.publish(&event).await?;
+                if let Err(err) = self.bus.publish(&event).await {
+                    crate::metrics::events().publish_failures.inc();
+                    return Err(err);
+                }
                 self.table.mark_published(row.id, self.clock.now()).await?;
+                crate::metrics::events().published.inc();
                 sent += 1;
             }
         }

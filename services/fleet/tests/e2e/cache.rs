@@ -60,6 +60,16 @@ async fn a_repeated_list_is_a_hit_and_no_caller_gets_anothers_answer() {
     let again = list(&api, &bob).await;
     assert_eq!(email_of(&again, "Bob"), "bob@example.com");
 
+    let metrics = fleet.metrics().await;
+    assert!(
+        metrics.contains(r#"cache_hits_total{cache_key="/api/v1/users"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cache_misses_total{cache_key="/api/v1/users"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("events_published_total"), "{metrics}");
     let health = api.call(Method::GET, "/health/cache", None, None).await;
     assert!(health.body["cache"]["hits"].as_u64().unwrap() >= 2, "{}", health.body);
 

@@ -19,6 +19,7 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub https: u16,
     pub http: u16,
+    pub admin: u16,
     auth_port: u16,
     users_port: u16,
     cert: Option<PathBuf>,
@@ -104,7 +105,7 @@ impl Fleet {
 
     async fn launch(args: &[&str], auth: u16, users: u16, cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let (https, http) = (free_port(), free_port());
+        let (https, http, admin) = (free_port(), free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
             ("FLEET_DATA_DIR".into(), dir.path().join("data").display().to_string()),
             ("FLEET_LOG__LEVEL".into(), "warn".into()),
@@ -114,6 +115,7 @@ impl Fleet {
             ("FLEET_USERS__URL".into(), format!("http://127.0.0.1:{users}")),
             ("FLEET_GATEWAY__HTTPS_LISTEN".into(), format!("127.0.0.1:{https}")),
             ("FLEET_GATEWAY__HTTP_LISTEN".into(), format!("127.0.0.1:{http}")),
+            ("FLEET_ADMIN_LISTEN".into(), format!("127.0.0.1:{admin}")),
             // Limits have tests of their own; elsewhere they would only get in the way.
             ("FLEET_GATEWAY__RATE_LIMIT__ENABLED".into(), "false".into()),
         ];
@@ -133,6 +135,7 @@ impl Fleet {
             dir,
             https,
             http,
+            admin,
             auth_port: auth,
             users_port: users,
             cert,
@@ -157,6 +160,12 @@ impl Fleet {
             assert!(Instant::now() < deadline, "fleet did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process's Prometheus exposition.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
     }
 
     pub fn data_dir(&self) -> PathBuf {
