@@ -151,3 +151,33 @@ async fn two_gateways_share_redis_and_both_are_fresh_within_a_second_after_a_cha
         "{on_one:?} {on_two:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_misses_on_one_key_make_a_single_upstream_call() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (_, ada) = api.signed_in("ada@example.com", "Ada").await;
+    let answers = futures::future::join_all((0..16).map(|_| list(&api, &ada))).await;
+    let stored = answers
+        .iter()
+        .filter(|a| a.header("cache-status") == Some("fleet; fwd=miss; stored"))
+        .count();
+    let hits = answers
+        .iter()
+        .filter(|a| a.header("cache-status").is_some_and(|s| s.starts_with("fleet; hit")))
+        .count();
+    assert_eq!(
+        (stored, hits),
+        (1, 15),
+        "one request went upstream, the others waited for its answer"
+    );
+    let metrics = fleet.metrics().await;
+    assert!(
+        metrics.contains(r#"cache_misses_total{cache_key="/api/v1/users"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cache_hits_total{cache_key="/api/v1/users"} 15"#),
+        "{metrics}"
+    );
+}
