@@ -391,20 +391,25 @@ impl Gateway {
             _ => None,
         };
         let bypass = header_str(session, "cache-control").is_some_and(|v| v.contains("no-cache"));
-        let flight = cache_key.as_ref().map(|key| self.cache.flight(key));
-        let _in_flight = match &flight {
-            Some(flight) => Some(flight.lock().await),
-            None => None,
-        };
+        // A hit takes no lock; a miss takes the key's lock, looks again (the
+        // request it waited for may have filled it), and keeps the lock
+        // until its own answer is stored.
+        let mut in_flight = None;
         let cached = match (&cache_key, bypass) {
             (Some(key), false) => {
-                let cached = self.cache.get(key).await;
+                let mut cached = self.cache.get(key).await;
+                if cached.is_none() {
+                    in_flight = Some(self.cache.flight(key).lock_owned().await);
+                    cached = self.cache.get(key).await;
+                }
+                self.cache.record(cached.is_some());
                 self.metrics.cache_lookup(route.template.as_str(), cached.is_some());
                 cached
             }
             _ => None,
         };
         if let Some(hit) = cached {
+            drop(in_flight);
             let status = format!("fleet; hit; ttl={}", hit.ttl_secs);
             let extra = [(http::HeaderName::from_static("cache-status"), status)];
             return self
@@ -440,7 +445,7 @@ impl Gateway {
             Ok(answer) => match transcode::response_json(&answer) {
                 Ok(json) => match &cache_key {
                     Some(key) if route.success_status == 200 => {
-                        self.store_and_respond(session, ctx, key, json, bypass).await
+                        self.store_and_respond(session, ctx, key, json, bypass, in_flight).await
                     }
                     _ => self.json(session, ctx, route.success_status, json).await,
                 },
@@ -472,9 +477,11 @@ impl Gateway {
         key: &CacheKey,
         json: Vec<u8>,
         bypass: bool,
+        in_flight: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Answer {
         let body = Bytes::from(json);
         self.cache.put(key, body.clone()).await;
+        drop(in_flight);
         let fwd = if bypass { "request" } else { "miss" };
         let extra = [(
             http::HeaderName::from_static("cache-status"),
