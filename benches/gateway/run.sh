@@ -70,8 +70,14 @@ login() {
 # "name url": prints requests/s, p50 and p99 (ms) as one table row.
 measure() {
   local name=$1 url=$2
-  curl -sf -H "authorization: Bearer $TOKEN" "$url" >/dev/null # warm the caches
-  curl -sf -H "authorization: Bearer $TOKEN" "$url" >/dev/null
+  local code
+  for _ in 1 2 3; do # warm the caches
+    code=$(curl -s -o "$work/warm.json" -w '%{http_code}' -H "authorization: Bearer $TOKEN" "$url")
+    if [ "$code" != 200 ]; then
+      echo "warming $url answered $code: $(cat "$work/warm.json")" >&2
+      exit 1
+    fi
+  done
   local out
   out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $TOKEN" "$url")
   local rps p50 p99 errors
@@ -93,6 +99,9 @@ measure "gateway: uncached transcoded GET /users/me" "$base/api/v1/users/me"
 
 # 2. nginx's proxy_cache in front of the same answer (one worker, core 0).
 mkdir -p "$work/nginx/cache"
+# nginx's workers drop root; let them into the scratch directory.
+chmod 755 "$work"
+chmod -R 777 "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 error_log $work/nginx/error.log crit;
@@ -118,7 +127,10 @@ http {
 CONF
 taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
 pids+=($!)
-sleep 0.5
+for _ in $(seq 1 50); do
+  curl -s -o /dev/null "http://127.0.0.1:$NGINX/health" && break
+  sleep 0.1
+done
 measure "nginx: proxy_cache hit GET /api/v1/users" "http://127.0.0.1:$NGINX/api/v1/users"
 stop_fleet
 

@@ -32,8 +32,8 @@ impl Quota {
         Self { limit, period_secs: 60 }
     }
 
-    fn period_ms(self) -> i64 {
-        i64::from(self.period_secs.max(1)) * 1000
+    fn period_us(self) -> i64 {
+        i64::from(self.period_secs.max(1)) * 1_000_000
     }
 }
 
@@ -106,15 +106,16 @@ pub struct Decision {
 }
 
 /// GCRA for one bucket: the new theoretical arrival time to store (if the
-/// request is allowed) and the figures. Times in milliseconds.
+/// request is allowed) and the figures. Times in microseconds, so that even
+/// very high limits keep a whole-number emission interval.
 pub fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
-    let period = quota.period_ms();
+    let period = quota.period_us();
     let limit = i64::from(quota.limit.max(1));
     let interval = (period / limit).max(1);
     let tat = tat.unwrap_or(now).max(now);
     let new_tat = tat + interval;
     let allow_at = new_tat - period;
-    let secs = |ms: i64| u64::try_from((ms + 999) / 1000).unwrap_or(0);
+    let secs = |us: i64| u64::try_from((us + 999_999) / 1_000_000).unwrap_or(0);
     if now < allow_at {
         let decision = Decision {
             allowed: false,
@@ -146,7 +147,7 @@ fn combine(decisions: impl IntoIterator<Item = Decision>) -> Option<Decision> {
 /// Redis's clock; nothing is consumed unless every bucket allows.
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 local updates = {}
 local all = true
@@ -174,7 +175,7 @@ for i, key in ipairs(KEYS) do
 end
 if all then
   for _, u in ipairs(updates) do
-    redis.call('SET', u[1], u[2], 'PX', u[3])
+    redis.call('SET', u[1], u[2], 'PX', math.ceil(u[3] / 1000))
   end
 end
 return out
@@ -297,7 +298,7 @@ impl RateLimiter {
     }
 
     fn check_local(&self, buckets: &[Bucket]) -> Decision {
-        let now = self.clock.now().timestamp_millis();
+        let now = self.clock.now().timestamp_micros();
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if local.len() > LOCAL_SWEEP_AT {
             local.retain(|_, tat| *tat > now);
@@ -329,7 +330,9 @@ impl RateLimiter {
     async fn check_redis(&self, buckets: &[Bucket]) -> Option<Decision> {
         let tier = self.redis.as_ref()?;
         let now = self.clock.now().timestamp_millis();
-        if !tier.up.load(Ordering::Relaxed) && now - tier.failed_at_ms.load(Ordering::Relaxed) < REDIS_RETRY_AFTER_MS {
+        if !tier.up.load(Ordering::Relaxed)
+            && now.saturating_sub(tier.failed_at_ms.load(Ordering::Relaxed)) < REDIS_RETRY_AFTER_MS
+        {
             return None;
         }
         match self.invoke(tier, buckets).await {
@@ -341,8 +344,8 @@ impl RateLimiter {
                     allowed: f[0] == 1,
                     quota: bucket.quota,
                     remaining: u32::try_from(f[1]).unwrap_or(0),
-                    reset_secs: u64::try_from((f[2] + 999) / 1000).unwrap_or(0),
-                    retry_after_secs: u64::try_from((f[3] + 999) / 1000).unwrap_or(0),
+                    reset_secs: u64::try_from((f[2] + 999_999) / 1_000_000).unwrap_or(0),
+                    retry_after_secs: u64::try_from((f[3] + 999_999) / 1_000_000).unwrap_or(0),
                 });
                 let all_allowed = figures.chunks(4).all(|f| f[0] == 1);
                 let mut decision = combine(decisions)?;
@@ -380,7 +383,7 @@ impl RateLimiter {
             invocation
                 .key(format!("{}{}", self.settings.key_prefix, bucket.key))
                 .arg(bucket.quota.limit.max(1))
-                .arg(bucket.quota.period_ms());
+                .arg(bucket.quota.period_us());
         }
         let figures: Vec<i64> = invocation.invoke_async(&mut connection).await?;
         anyhow::ensure!(
@@ -456,7 +459,7 @@ mod tests {
     #[test]
     fn gcra_allows_a_burst_of_the_limit_then_refuses_until_an_interval_passes() {
         let quota = Quota::per_minute(20);
-        let now = 1_000_000;
+        let now = 1_000_000_000;
         let mut tat = None;
         for expected_remaining in (0..20).rev() {
             let (next, decision) = gcra(tat, now, quota);
@@ -467,7 +470,24 @@ mod tests {
         let (next, refused) = gcra(tat, now, quota);
         assert_eq!((next, refused.allowed, refused.retry_after_secs), (None, false, 3));
         assert_eq!(refused.reset_secs, 60);
-        assert!(gcra(tat, now + 3000, quota).1.allowed, "one interval later, one more");
+        assert!(
+            gcra(tat, now + 3_000_000, quota).1.allowed,
+            "one interval later, one more"
+        );
+    }
+
+    #[test]
+    fn gcra_keeps_limits_far_above_one_per_millisecond() {
+        let quota = Quota {
+            limit: 1_000_000_000,
+            period_secs: 60,
+        };
+        let mut tat = None;
+        for _ in 0..10_000 {
+            let (next, decision) = gcra(tat, 5_000_000_000, quota);
+            assert!(decision.allowed);
+            tat = next;
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use fleet_proto::auth::v1::{GetJwksRequest, Jwk, Jwks, auth_service_client::AuthServiceClient};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tokio::sync::{Mutex, RwLock};
 use tonic::{Request, Status, transport::Channel};
 use uuid::Uuid;
@@ -255,7 +256,14 @@ pub struct TokenVerifier {
     refetch_interval: Duration,
     cache: RwLock<KeyCache>,
     fetching: Mutex<()>,
+    /// Tokens that verified, by SHA-256: a signature is checked once, not on
+    /// every request. Expiry and revocation are checked on every use.
+    verified: moka::sync::Cache<[u8; 32], Identity>,
 }
+
+/// How long a verified token is remembered: a key withdrawn from the JWKS
+/// stops being honoured within this time.
+const VERIFIED_TTL: StdDuration = StdDuration::from_secs(60);
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,6 +289,10 @@ impl TokenVerifier {
             refetch_interval: Duration::seconds(30),
             cache: RwLock::new(KeyCache::default()),
             fetching: Mutex::new(()),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         }
     }
 
@@ -297,6 +309,29 @@ impl TokenVerifier {
 
     /// The identity a token proves, or why it proves none.
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let identity = match self.verified.get(&digest) {
+            Some(identity) => identity,
+            None => {
+                let identity = self.verify_signed(token).await?;
+                self.verified.insert(digest, identity.clone());
+                identity
+            }
+        };
+        let now = self.clock.now();
+        if now.timestamp() > identity.expires_at.timestamp() + EXPIRY_LEEWAY_SECS {
+            return Err(TokenError::Expired);
+        }
+        if let Principal::User { session_id, .. } = &identity.principal
+            && self.revoked.is_revoked(*session_id, now)
+        {
+            return Err(TokenError::Revoked);
+        }
+        Ok(identity)
+    }
+
+    /// Full verification: header, key, signature, claims.
+    async fn verify_signed(&self, token: &str) -> Result<Identity, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::AlgorithmNotAllowed);
@@ -324,17 +359,8 @@ impl TokenVerifier {
             }
         })?;
         let claims = data.claims;
-        let now = self.clock.now();
         let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
-        if now.timestamp() > claims.exp + EXPIRY_LEEWAY_SECS {
-            return Err(TokenError::Expired);
-        }
         let principal = principal(&claims)?;
-        if let Principal::User { session_id, .. } = &principal
-            && self.revoked.is_revoked(*session_id, now)
-        {
-            return Err(TokenError::Revoked);
-        }
         Ok(Identity {
             principal,
             role: claims.role,
@@ -650,6 +676,29 @@ mod tests {
         };
         let identity = f.verifier.verify(&f.sign(&f.header(), &claims)).await.unwrap();
         assert!(identity.is_service());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires_and_is_still_revoked() {
+        let f = fixture();
+        let claims = f.claims();
+        let token = f.sign(&f.header(), &claims);
+        assert!(f.verifier.verify(&token).await.is_ok());
+        assert!(
+            f.verifier.verify(&token).await.is_ok(),
+            "served from the verified-token cache"
+        );
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 1);
+        let sid = Uuid::parse_str(claims.sid.as_deref().unwrap()).unwrap();
+        f.verifier
+            .revoked
+            .revoke(sid, f.clock.now() + Duration::minutes(15), f.clock.now());
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::Revoked));
+
+        let other = f.sign(&f.header(), &f.claims());
+        assert!(f.verifier.verify(&other).await.is_ok());
+        f.clock.advance(Duration::seconds(900 + EXPIRY_LEEWAY_SECS + 1));
+        assert_eq!(f.verifier.verify(&other).await, Err(TokenError::Expired));
     }
 
     #[test]
