@@ -20,7 +20,9 @@ use fleet_proto::events::v1::{Event, event::Payload};
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::redis_link::RedisLink;
 
 /// Cache configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,10 +122,8 @@ pub struct ResponseCache {
 }
 
 struct RedisTier {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    link: Arc<RedisLink>,
     lookup: Script,
-    up: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -153,25 +153,19 @@ pub fn tags_of(event: &Event) -> Vec<String> {
 }
 
 impl ResponseCache {
-    /// A cache; `redis_url` unset: the in-process tier alone.
-    pub fn new(settings: CacheSettings, redis_url: Option<&str>, clock: SharedClock) -> anyhow::Result<Self> {
-        let redis = redis_url
-            .map(|url| -> anyhow::Result<RedisTier> {
-                Ok(RedisTier {
-                    client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
-                    connection: OnceCell::new(),
-                    lookup: Script::new(LOOKUP),
-                    up: std::sync::atomic::AtomicBool::new(true),
-                })
-            })
-            .transpose()?;
+    /// A cache; no Redis: the in-process tier alone.
+    pub fn new(settings: CacheSettings, redis: Option<Arc<RedisLink>>, clock: SharedClock) -> Self {
+        let redis = redis.map(|link| RedisTier {
+            link,
+            lookup: Script::new(LOOKUP),
+        });
         let max_ttl = settings.routes.values().copied().max().unwrap_or(300);
         let local = moka::sync::Cache::builder()
             .max_capacity(settings.local_capacity)
             .time_to_live(Duration::from_secs(max_ttl.max(1)))
             .support_invalidation_closures()
             .build();
-        Ok(Self {
+        Self {
             settings,
             clock,
             local,
@@ -180,7 +174,7 @@ impl ResponseCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The key of a GET on `route`, when the route is cacheable. Answers
@@ -209,35 +203,12 @@ impl ResponseCache {
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
-        let tier = self.redis.as_ref()?;
-        let connection = tier
-            .connection
-            .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(250)))
-                    .set_response_timeout(Some(Duration::from_millis(250)))
-                    .set_number_of_retries(1);
-                tier.client.get_connection_manager_with_config(config).await
-            })
-            .await;
-        self.mark(connection.as_ref().err().map(ToString::to_string));
-        connection.ok().cloned()
+        self.redis.as_ref()?.link.connection().await.ok()
     }
 
-    fn mark(&self, error: Option<String>) {
-        let Some(tier) = &self.redis else { return };
-        match error {
-            None => {
-                tier.up.store(true, Ordering::Relaxed);
-            }
-            Some(err) => {
-                if tier.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        error = err,
-                        "Redis unreachable: the cache serves from this replica only"
-                    );
-                }
-            }
+    fn report<T>(&self, result: &redis::RedisResult<T>) {
+        if let Some(tier) = &self.redis {
+            tier.link.report(result);
         }
     }
 
@@ -287,7 +258,7 @@ impl ResponseCache {
             .key(self.entry_key(key))
             .invoke_async(&mut connection)
             .await;
-        self.mark(answer.as_ref().err().map(ToString::to_string));
+        self.report(&answer);
         let (_, body, ttl_ms) = answer.ok()?;
         Some(Hit {
             body: Bytes::from(body?),
@@ -327,7 +298,7 @@ impl ResponseCache {
             }
             Err(err) => Err(err),
         };
-        self.mark(stored.err().map(|e| e.to_string()));
+        self.report(&stored);
     }
 
     /// Empties a tag: the shared generation moves on and this replica drops
@@ -346,7 +317,7 @@ impl ResponseCache {
             .arg(self.generation_key(tag))
             .query_async(&mut connection)
             .await;
-        self.mark(bumped.err().map(|e| e.to_string()));
+        self.report(&bumped);
     }
 
     /// Applies a domain event.
@@ -371,7 +342,7 @@ impl ResponseCache {
         CacheHealth {
             redis: match &self.redis {
                 None => "disabled",
-                Some(tier) if tier.up.load(Ordering::Relaxed) => "up",
+                Some(tier) if tier.link.is_up() => "up",
                 Some(_) => "down",
             },
             hits: self.hits.load(Ordering::Relaxed),
@@ -391,7 +362,7 @@ mod tests {
     use super::*;
 
     fn cache(clock: &ManualClock) -> ResponseCache {
-        ResponseCache::new(CacheSettings::default(), None, Arc::new(clock.clone())).unwrap()
+        ResponseCache::new(CacheSettings::default(), None, Arc::new(clock.clone()))
     }
 
     #[tokio::test]

@@ -19,3 +19,4 @@ pub use server::{Deps, run};
 pub use settings::{GatewaySettings, HttpMode};
 pub mod cache;
 pub mod ratelimit;
+pub mod redis_link;

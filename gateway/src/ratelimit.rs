@@ -6,17 +6,17 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use fleet_kit::SharedClock;
+
+use crate::redis_link::RedisLink;
 use ipnet::IpNet;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 /// A number of requests per period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,10 +210,8 @@ pub struct RateLimiter {
 }
 
 struct RedisTier {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    link: Arc<RedisLink>,
     script: Script,
-    up: AtomicBool,
     failed_at_ms: AtomicI64,
 }
 
@@ -226,20 +224,14 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter; `redis_url` unset: in-process only.
-    pub fn new(settings: RateLimitSettings, redis_url: Option<&str>, clock: SharedClock) -> anyhow::Result<Self> {
-        let redis = redis_url
-            .map(|url| -> anyhow::Result<RedisTier> {
-                Ok(RedisTier {
-                    client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
-                    connection: OnceCell::new(),
-                    script: Script::new(GCRA_SCRIPT),
-                    up: AtomicBool::new(true),
-                    failed_at_ms: AtomicI64::new(i64::MIN),
-                })
-            })
-            .transpose()?;
-        Ok(Self {
+    /// A limiter; no Redis: in-process only.
+    pub fn new(settings: RateLimitSettings, redis: Option<Arc<RedisLink>>, clock: SharedClock) -> Self {
+        let redis = redis.map(|link| RedisTier {
+            link,
+            script: Script::new(GCRA_SCRIPT),
+            failed_at_ms: AtomicI64::new(i64::MIN),
+        });
+        Self {
             settings,
             clock,
             redis,
@@ -247,7 +239,7 @@ impl RateLimiter {
             fallback_decisions: AtomicU64::new(0),
             redis_failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The configuration.
@@ -330,16 +322,11 @@ impl RateLimiter {
     async fn check_redis(&self, buckets: &[Bucket]) -> Option<Decision> {
         let tier = self.redis.as_ref()?;
         let now = self.clock.now().timestamp_millis();
-        if !tier.up.load(Ordering::Relaxed)
-            && now.saturating_sub(tier.failed_at_ms.load(Ordering::Relaxed)) < REDIS_RETRY_AFTER_MS
-        {
+        if !tier.link.is_up() && now.saturating_sub(tier.failed_at_ms.load(Ordering::Relaxed)) < REDIS_RETRY_AFTER_MS {
             return None;
         }
         match self.invoke(tier, buckets).await {
             Ok(figures) => {
-                if !tier.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!("Redis is back: rate limits are shared again");
-                }
                 let decisions = buckets.iter().zip(figures.chunks(4)).map(|(bucket, f)| Decision {
                     allowed: f[0] == 1,
                     quota: bucket.quota,
@@ -358,26 +345,14 @@ impl RateLimiter {
             Err(err) => {
                 self.redis_failures.fetch_add(1, Ordering::Relaxed);
                 tier.failed_at_ms.store(now, Ordering::Relaxed);
-                if tier.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %err, "Redis unreachable: rate limits fall back to this replica");
-                }
+                tracing::debug!(error = %err, "rate limit decided by this replica");
                 None
             }
         }
     }
 
     async fn invoke(&self, tier: &RedisTier, buckets: &[Bucket]) -> anyhow::Result<Vec<i64>> {
-        let connection = tier
-            .connection
-            .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(250)))
-                    .set_response_timeout(Some(Duration::from_millis(250)))
-                    .set_number_of_retries(1);
-                tier.client.get_connection_manager_with_config(config).await
-            })
-            .await?;
-        let mut connection = connection.clone();
+        let mut connection = tier.link.connection().await?;
         let mut invocation = tier.script.prepare_invoke();
         for bucket in buckets {
             invocation
@@ -385,7 +360,9 @@ impl RateLimiter {
                 .arg(bucket.quota.limit.max(1))
                 .arg(bucket.quota.period_us());
         }
-        let figures: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        let figures: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut connection).await;
+        tier.link.report(&figures);
+        let figures = figures?;
         anyhow::ensure!(
             figures.len() == buckets.len() * 4,
             "unexpected answer from the rate-limit script"
@@ -398,7 +375,7 @@ impl RateLimiter {
         LimiterHealth {
             redis: match &self.redis {
                 None => "disabled",
-                Some(tier) if tier.up.load(Ordering::Relaxed) => "up",
+                Some(tier) if tier.link.is_up() => "up",
                 Some(_) => "down",
             },
             fallback_decisions: self.fallback_decisions.load(Ordering::Relaxed),
@@ -449,8 +426,6 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use chrono::{Duration as ChronoDuration, Utc};
     use fleet_kit::clock::ManualClock;
 
@@ -493,7 +468,7 @@ mod tests {
     #[tokio::test]
     async fn the_local_limiter_consumes_nothing_when_any_bucket_refuses() {
         let clock = ManualClock::new(Utc::now());
-        let limiter = RateLimiter::new(RateLimitSettings::default(), None, Arc::new(clock.clone())).unwrap();
+        let limiter = RateLimiter::new(RateLimitSettings::default(), None, Arc::new(clock.clone()));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let login = limiter.buckets(None, ip, "/api/v1/auth/login");
         assert_eq!(login.len(), 2);

@@ -25,8 +25,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::ResponseCache, metrics::GatewayMetrics, openapi, proxy::Gateway, ratelimit::RateLimiter, routes::RouteTable,
-    settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
+    cache::ResponseCache, metrics::GatewayMetrics, openapi, proxy::Gateway, ratelimit::RateLimiter,
+    redis_link::RedisLink, routes::RouteTable, settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
 };
 
 /// The auth service, whose JWKS the gateway verifies tokens with.
@@ -90,16 +90,22 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         deps.clock.clone(),
         deps.revoked.clone(),
     ));
+    let redis = deps
+        .redis_url
+        .as_deref()
+        .map(RedisLink::open)
+        .transpose()?
+        .map(Arc::new);
     let limiter = Arc::new(RateLimiter::new(
         deps.settings.rate_limit.clone(),
-        deps.redis_url.as_deref(),
+        redis.clone(),
         deps.clock.clone(),
-    )?);
+    ));
     let cache = Arc::new(ResponseCache::new(
         deps.settings.cache.clone(),
-        deps.redis_url.as_deref(),
+        redis,
         deps.clock.clone(),
-    )?);
+    ));
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes, env!("CARGO_PKG_VERSION")))?;
     Ok(Gateway {
         routes,

@@ -1,0 +1,74 @@
+//! The gateway's one link to Redis, shared by the rate limiter and the
+//! cache: created lazily inside the gateway's runtime, short timeouts so that
+//! an unreachable Redis costs little, and an up/down state for health.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use redis::{RedisResult, aio::ConnectionManager};
+use tokio::sync::OnceCell;
+
+/// A lazily connected, self-reconnecting Redis connection.
+pub struct RedisLink {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// A link to `url`; nothing connects until first use.
+    pub fn open(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
+            connection: OnceCell::new(),
+            up: AtomicBool::new(true),
+        })
+    }
+
+    /// The connection (the manager reconnects by itself after failures).
+    pub async fn connection(&self) -> RedisResult<ConnectionManager> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(250)))
+                    .set_response_timeout(Some(Duration::from_millis(250)))
+                    .set_number_of_retries(1);
+                self.client.get_connection_manager_with_config(config).await
+            })
+            .await;
+        self.report(&connection);
+        connection.cloned()
+    }
+
+    /// Records how a Redis call went; logs each change between up and down.
+    pub fn report<T>(&self, result: &RedisResult<T>) {
+        match result {
+            Ok(_) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("Redis is back: rate limits and the cache are shared again");
+                }
+            }
+            Err(err) => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %err, "Redis unreachable: rate limits and the cache work per replica");
+                }
+            }
+        }
+    }
+
+    /// Whether the last call succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
