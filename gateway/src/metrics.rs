@@ -2,9 +2,38 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
+
+/// Latency buckets from 1 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One answered request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route template (`/api/v1/users/{id}`) or a fixed label, never the raw path.
+    pub endpoint: String,
+    /// HTTP status.
+    pub status: String,
+}
+
+/// Latency labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route template or a fixed label.
+    pub endpoint: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
 
 /// A route template, the only cache label (bounded cardinality).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,8 +59,12 @@ pub struct UpstreamLabels {
 }
 
 /// Counters of the gateway.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GatewayMetrics {
+    /// Requests by method, endpoint and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// Request latency by method and endpoint.
+    pub http_request_duration: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     /// Cache hits by route.
     pub cache_hits: Family<CacheLabels, Counter>,
     /// Cache misses by route.
@@ -42,10 +75,29 @@ pub struct GatewayMetrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
 }
 
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self {
+            http_requests: Family::default(),
+            http_request_duration: Family::new_with_constructor(latency_histogram),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            rate_limit_decisions: Family::default(),
+            upstream_errors: Family::default(),
+        }
+    }
+}
+
 impl GatewayMetrics {
     /// Registers the gateway's metrics.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        registry.register("http_requests", "HTTP requests answered", metrics.http_requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            metrics.http_request_duration.clone(),
+        );
         registry.register(
             "cache_hits",
             "Answers served from the response cache",
@@ -76,6 +128,21 @@ impl GatewayMetrics {
         };
         let family = if hit { &self.cache_hits } else { &self.cache_misses };
         family.get_or_create(&labels).inc();
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, method: &str, endpoint: &str, status: u16, seconds: f64) {
+        let labels = RequestLabels {
+            method: method.to_string(),
+            endpoint: endpoint.to_string(),
+            status: status.to_string(),
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        let latency = LatencyLabels {
+            method: labels.method,
+            endpoint: labels.endpoint,
+        };
+        self.http_request_duration.get_or_create(&latency).observe(seconds);
     }
 
     /// Counts a rate-limit decision.

@@ -75,6 +75,8 @@ pub struct RequestContext {
     pub client_ip: Option<IpAddr>,
     /// The rate-limit decision, when the route is limited.
     pub rate: Option<Decision>,
+    /// When the request arrived.
+    pub started: Option<std::time::Instant>,
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -544,7 +546,10 @@ impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext::default()
+        RequestContext {
+            started: Some(std::time::Instant::now()),
+            ..RequestContext::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
@@ -664,6 +669,15 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let method = session.req_header().method.as_str().to_string();
+        // A request that ended before routing (a broken connection) shares one label.
+        let endpoint = if ctx.endpoint.is_empty() {
+            "unknown"
+        } else {
+            ctx.endpoint.as_str()
+        };
+        let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.metrics.request(&method, endpoint, status, seconds);
         tracing::info!(
             request_id = ctx.request_id,
             method = %session.req_header().method,

@@ -181,3 +181,51 @@ async fn concurrent_misses_on_one_key_make_a_single_upstream_call() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn request_metrics_are_labelled_by_route_template_never_by_raw_path() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http1);
+    api.register("ada@example.com", "Ada").await;
+    let wrong = json!({"email": "ada@example.com", "password": "not the password!"});
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/auth/login", None, Some(wrong))
+            .await
+            .status,
+        401
+    );
+    let token = api.login("ada@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    list(&api, &token).await;
+    list(&api, &token).await;
+    let id = uuid::Uuid::now_v7();
+    assert_eq!(
+        api.call(Method::GET, &format!("/api/v1/users/{id}"), Some(&token), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/no/such/thing", None, None).await.status,
+        404
+    );
+
+    let metrics = fleet.metrics().await;
+    for line in [
+        r#"http_requests_total{method="POST",endpoint="/api/v1/auth/login",status="401"} 1"#,
+        r#"http_requests_total{method="POST",endpoint="/api/v1/auth/login",status="200"} 1"#,
+        r#"http_requests_total{method="POST",endpoint="/api/v1/auth/register",status="201"} 1"#,
+        r#"http_requests_total{method="GET",endpoint="/api/v1/users",status="200"} 2"#,
+        r#"http_requests_total{method="GET",endpoint="/api/v1/users/{id}",status="404"} 1"#,
+        r#"http_requests_total{method="GET",endpoint="unknown",status="404"} 1"#,
+        r#"http_request_duration_seconds_count{method="GET",endpoint="/api/v1/users"} 2"#,
+        r#"http_request_duration_seconds_bucket{le="0.001",method="GET",endpoint="/api/v1/users"}"#,
+        r#"http_request_duration_seconds_bucket{le="10.0",method="GET",endpoint="/api/v1/users"}"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    assert!(!metrics.contains(&id.to_string()), "a raw path leaked into a label");
+    assert!(!metrics.contains("/no/such/thing"), "a raw path leaked into a label");
+}
