@@ -35,6 +35,13 @@ async fn fixture(backend: TestBackend) -> Option<Fixture> {
     })
 }
 
+impl Fixture {
+    /// Creates a user that must be created.
+    async fn add(&self, email: &str, name: &str) -> fleet_users::store::UserRecord {
+        self.store.create(new_user(email, name), Utc::now()).await.unwrap()
+    }
+}
+
 fn new_user(email: &str, name: &str) -> NewUser {
     NewUser {
         email: Email::parse(email).unwrap(),
@@ -45,11 +52,7 @@ fn new_user(email: &str, name: &str) -> NewUser {
 
 async fn creates_and_reads_users_by_id_and_any_case_email(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let created = f
-        .store
-        .create(new_user("Ada@Example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    let created = f.add("Ada@Example.com", "Ada").await;
     assert_eq!(created.email, "ada@example.com");
     assert_eq!(created.role, "user");
     assert_eq!(created.status, "active");
@@ -66,10 +69,7 @@ async fn creates_and_reads_users_by_id_and_any_case_email(backend: TestBackend) 
 
 async fn a_duplicate_email_in_any_case_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    f.store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    f.add("ada@example.com", "Ada").await;
     let err = f
         .store
         .create(new_user("ADA@example.COM", "Other"), Utc::now())
@@ -80,11 +80,7 @@ async fn a_duplicate_email_in_any_case_is_refused(backend: TestBackend) {
 
 async fn updates_bump_the_version_and_a_stale_version_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f
-        .store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    let user = f.add("ada@example.com", "Ada").await;
     let patch = UserPatch {
         display_name: Some(DisplayName::parse("Ada L.").unwrap()),
         status: Some(Status::Disabled),
@@ -108,15 +104,8 @@ async fn updates_bump_the_version_and_a_stale_version_is_refused(backend: TestBa
 
 async fn changing_to_a_taken_email_is_refused(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    f.store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
-    let bob = f
-        .store
-        .create(new_user("bob@example.com", "Bob"), Utc::now())
-        .await
-        .unwrap();
+    f.add("ada@example.com", "Ada").await;
+    let bob = f.add("bob@example.com", "Bob").await;
     let patch = UserPatch {
         email: Some(Email::parse("Ada@Example.com").unwrap()),
         ..UserPatch::default()
@@ -129,11 +118,7 @@ async fn changing_to_a_taken_email_is_refused(backend: TestBackend) {
 
 async fn deleting_removes_the_user_once(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f
-        .store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    let user = f.add("ada@example.com", "Ada").await;
     f.store.delete(user.id, Utc::now()).await.unwrap();
     assert_eq!(f.store.get(user.id).await.unwrap(), None);
     assert!(matches!(
@@ -239,11 +224,7 @@ async fn each_change_leaves_its_event_in_the_outbox_for_the_relay(backend: TestB
     let mut events = bus.subscribe();
     let clock: SharedClock = Arc::new(SystemClock);
     let relay = OutboxRelay::new(&f.db, Arc::new(bus.clone()), clock);
-    let user = f
-        .store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    let user = f.add("ada@example.com", "Ada").await;
     let patch = UserPatch {
         display_name: Some(DisplayName::parse("Ada L.").unwrap()),
         ..UserPatch::default()
@@ -269,11 +250,7 @@ async fn each_change_leaves_its_event_in_the_outbox_for_the_relay(backend: TestB
 
 async fn a_change_and_its_event_commit_together_or_not_at_all(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
-    let user = f
-        .store
-        .create(new_user("ada@example.com", "Ada"), Utc::now())
-        .await
-        .unwrap();
+    let user = f.add("ada@example.com", "Ada").await;
     // Break the outbox so the event write fails after the change was made.
     let rename = "ALTER TABLE outbox RENAME TO outbox_broken";
     match &f.db {

@@ -6,6 +6,16 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 
 use crate::harness::{Api, Fleet, Proto};
 
+/// A users client on the gateway's plain listener (not the service's own port).
+async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    UsersServiceClient::new(channel)
+}
+
 fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
@@ -20,13 +30,7 @@ async fn a_tonic_client_reaches_users_get_user_through_the_gateway() {
     let (user, token) = api.signed_in("ada@example.com", "Ada").await;
     let id = user["id"].as_str().unwrap().to_string();
 
-    // The gateway's plain listener, not the users service's own port.
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = UsersServiceClient::new(channel);
+    let mut client = through_gateway(&fleet).await;
     let found = client
         .get_user(authed(GetUserRequest { id: id.clone() }, &token))
         .await
@@ -53,12 +57,7 @@ async fn a_pass_through_to_a_service_that_is_down_is_unavailable() {
         ("FLEET_USERS__URL", crate::harness::DEAD_UPSTREAM),
     ])
     .await;
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = UsersServiceClient::new(channel);
+    let mut client = through_gateway(&fleet).await;
     let err = client
         .get_user(Request::new(GetUserRequest { id: "x".into() }))
         .await
