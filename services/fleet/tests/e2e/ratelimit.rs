@@ -18,6 +18,12 @@ fn limited(redis_url: Option<&str>, prefix: &str) -> Vec<(String, String)> {
     let mut env = vec![
         ("FLEET_GATEWAY__RATE_LIMIT__ENABLED".to_string(), "true".to_string()),
         ("FLEET_GATEWAY__RATE_LIMIT__KEY_PREFIX".to_string(), prefix.to_string()),
+        // 20 an hour refills one request every 3 minutes, so however slow the
+        // machine, no request is refilled while a test counts its budget.
+        (
+            "FLEET_GATEWAY__RATE_LIMIT__ANONYMOUS__PERIOD_SECS".to_string(),
+            "3600".to_string(),
+        ),
     ];
     if let Some(url) = redis_url {
         env.push(("FLEET_REDIS_URL".to_string(), url.to_string()));
@@ -54,7 +60,7 @@ fn assert_limited(answer: &Answer, limit: u32) {
     assert!(answer.header("ratelimit-reset").is_some());
     assert_eq!(
         answer.header("ratelimit-policy"),
-        Some(format!("\"default\";q={limit};w=60").as_str())
+        Some(format!("\"default\";q={limit};w=3600").as_str())
     );
     assert!(
         answer
