@@ -4,6 +4,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

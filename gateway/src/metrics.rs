@@ -1,15 +1,11 @@
 //! The gateway's own metrics, registered into the process registry.
 
+use fleet_kit::metrics::latency_histogram;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-
-/// Latency buckets from 1 ms to 10 s.
-const LATENCY_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// One answered request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,10 +25,6 @@ pub struct LatencyLabels {
     pub method: String,
     /// The route template or a fixed label.
     pub endpoint: String,
-}
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// A route template, the only cache label (bounded cardinality).
@@ -58,6 +50,13 @@ pub struct UpstreamLabels {
     pub code: String,
 }
 
+/// A dependency the gateway probes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// Its name (`redis`, `postgresql`, `auth`).
+    pub backend: String,
+}
+
 /// Counters of the gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
@@ -73,6 +72,10 @@ pub struct GatewayMetrics {
     pub rate_limit_decisions: Family<DecisionLabels, Counter>,
     /// Failed upstream calls by service and code.
     pub upstream_errors: Family<UpstreamLabels, Counter>,
+    /// 1 when the last probe of a dependency passed, else 0.
+    pub backend_up: Family<BackendLabels, Gauge>,
+    /// The last probe's round trip, seconds.
+    pub backend_probe_seconds: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for GatewayMetrics {
@@ -84,6 +87,8 @@ impl Default for GatewayMetrics {
             cache_misses: Family::default(),
             rate_limit_decisions: Family::default(),
             upstream_errors: Family::default(),
+            backend_up: Family::default(),
+            backend_probe_seconds: Family::default(),
         }
     }
 }
@@ -118,7 +123,26 @@ impl GatewayMetrics {
             "Failed calls to services",
             metrics.upstream_errors.clone(),
         );
+        registry.register(
+            "backend_up",
+            "Whether the last probe of a dependency passed",
+            metrics.backend_up.clone(),
+        );
+        registry.register(
+            "backend_probe_duration_seconds",
+            "Round trip of the last probe of a dependency",
+            metrics.backend_probe_seconds.clone(),
+        );
         metrics
+    }
+
+    /// Records one probe of a dependency.
+    pub fn backend_checked(&self, backend: &str, up: bool, seconds: f64) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.backend_up.get_or_create(&labels).set(i64::from(up));
+        self.backend_probe_seconds.get_or_create(&labels).set(seconds);
     }
 
     /// Counts a cache lookup.

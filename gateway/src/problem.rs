@@ -123,25 +123,21 @@ impl Problem {
 
 /// The standard gRPC → HTTP mapping, with a snake_case code name.
 pub fn http_status(code: Code) -> (u16, &'static str) {
-    match code {
-        Code::Ok => (200, "ok"),
-        Code::Cancelled => (499, "cancelled"),
-        Code::Unknown => (500, "unknown"),
-        Code::InvalidArgument => (400, "invalid_argument"),
-        Code::DeadlineExceeded => (504, "deadline_exceeded"),
-        Code::NotFound => (404, "not_found"),
-        Code::AlreadyExists => (409, "already_exists"),
-        Code::PermissionDenied => (403, "permission_denied"),
-        Code::ResourceExhausted => (429, "resource_exhausted"),
-        Code::FailedPrecondition => (400, "failed_precondition"),
-        Code::Aborted => (409, "aborted"),
-        Code::OutOfRange => (400, "out_of_range"),
-        Code::Unimplemented => (501, "unimplemented"),
-        Code::Internal => (500, "internal"),
-        Code::Unavailable => (503, "unavailable"),
-        Code::DataLoss => (500, "data_loss"),
-        Code::Unauthenticated => (401, "unauthenticated"),
-    }
+    let status = match code {
+        Code::Ok => 200,
+        Code::Cancelled => 499,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::DeadlineExceeded => 504,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::PermissionDenied => 403,
+        Code::ResourceExhausted => 429,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::Unauthenticated => 401,
+    };
+    (status, fleet_kit::metrics::code_name(code))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fleet_kit::{
     grpc::CLIENT_IP_HEADER,
+    process::ProcessMonitor,
     token::{Identity, TokenError, TokenVerifier, bearer},
 };
 use http::{Method, header};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     cache::{CacheKey, ResponseCache},
+    health::Dependencies,
     metrics::GatewayMetrics,
     problem::{self, Problem},
     ratelimit::{Decision, RateLimiter, client_ip},
@@ -54,6 +56,10 @@ pub struct Gateway {
     pub cache: Arc<ResponseCache>,
     /// Counters.
     pub metrics: GatewayMetrics,
+    /// The services and backends, as last probed.
+    pub dependencies: Arc<Dependencies>,
+    /// This process's figures.
+    pub process: Arc<ProcessMonitor>,
 }
 
 /// Per-request state.
@@ -588,14 +594,12 @@ impl ProxyHttp for Gateway {
                 ctx.endpoint = "/health".into();
                 self.json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await
             }
-            "/health/cache" if method == Method::GET => {
-                ctx.endpoint = "/health/cache".into();
-                let limiter = self.limiter.health();
-                let cache = self.cache.health();
-                let degraded = limiter.redis == "down" || cache.redis == "down";
-                let status = if degraded { "degraded" } else { "ok" };
-                let body = serde_json::json!({"status": status, "rate_limiter": limiter, "cache": cache});
-                self.json(session, ctx, 200, serde_json::to_vec(&body).unwrap_or_default())
+            path @ ("/health/ready" | "/health/cache" | "/health/external" | "/health/memory" | "/health/cpu")
+                if method == Method::GET =>
+            {
+                ctx.endpoint = path.to_string();
+                let (status, body) = self.health(path).await;
+                self.json(session, ctx, status, serde_json::to_vec(&body).unwrap_or_default())
                     .await
             }
             "/api/v1/openapi.json" if method == Method::GET => {

@@ -67,6 +67,15 @@ impl RedisLink {
         }
     }
 
+    /// One PING, reported like every other call.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut connection = self.connection().await?;
+        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        self.report(&pong);
+        pong?;
+        Ok(())
+    }
+
     /// Whether the last call succeeded.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fleet_kit::{
     SharedClock,
+    probe::Probe,
+    process::ProcessMonitor,
     revocation::RevokedSessions,
     token::{KeySource, TokenSettings, TokenVerifier},
 };
@@ -25,8 +27,17 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::ResponseCache, metrics::GatewayMetrics, openapi, proxy::Gateway, ratelimit::RateLimiter,
-    redis_link::RedisLink, routes::RouteTable, settings::GatewaySettings, tls::CertificateFiles, upstream::Upstreams,
+    cache::ResponseCache,
+    health::{Dependencies, Prober, RedisProbe, ServiceProbe},
+    metrics::GatewayMetrics,
+    openapi,
+    proxy::Gateway,
+    ratelimit::RateLimiter,
+    redis_link::RedisLink,
+    routes::RouteTable,
+    settings::GatewaySettings,
+    tls::CertificateFiles,
+    upstream::Upstreams,
 };
 
 /// The auth service, whose JWKS the gateway verifies tokens with.
@@ -52,6 +63,11 @@ pub struct Deps {
     pub metrics: GatewayMetrics,
     /// Domain events (the process's bus), which invalidate the cache.
     pub events: Option<broadcast::Receiver<Arc<Event>>>,
+    /// Probes of the stores and brokers the fleet uses (the gateway adds
+    /// its services and Redis itself).
+    pub probes: Vec<Arc<dyn Probe>>,
+    /// This process's figures, for `/health/memory` and `/health/cpu`.
+    pub process: Arc<ProcessMonitor>,
 }
 
 /// The JWKS of the auth service, fetched through the gateway's own channel.
@@ -101,6 +117,20 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         redis.clone(),
         deps.clock.clone(),
     ));
+    let mut probes: Vec<Arc<dyn Probe>> = names
+        .iter()
+        .map(|service| Arc::new(ServiceProbe::new(service, upstreams.clone())) as Arc<dyn Probe>)
+        .collect();
+    if let Some(link) = &redis {
+        probes.push(Arc::new(RedisProbe(link.clone())));
+    }
+    probes.extend(deps.probes.iter().cloned());
+    let dependencies = Arc::new(Dependencies::new(
+        probes,
+        deps.settings.health.clone(),
+        deps.metrics.clone(),
+        deps.clock.clone(),
+    ));
     let cache = Arc::new(ResponseCache::new(
         deps.settings.cache.clone(),
         redis,
@@ -116,6 +146,8 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         limiter,
         cache,
         metrics: deps.metrics.clone(),
+        dependencies,
+        process: deps.process.clone(),
     })
 }
 
@@ -151,6 +183,7 @@ impl BackgroundService for CacheInvalidation {
 /// Runs the gateway on the calling thread until `shutdown` is cancelled.
 pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gateway = gateway(&deps)?;
+    let gateway_dependencies = gateway.dependencies.clone();
     let invalidation = CacheInvalidation {
         cache: gateway.cache.clone(),
         events: std::sync::Mutex::new(deps.events.take()),
@@ -178,6 +211,7 @@ pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     service.add_tls_with_settings(&deps.settings.https_listen.to_string(), None, tls);
     server.add_service(service);
     server.add_service(background_service("cache invalidation", invalidation));
+    server.add_service(background_service("dependency probes", Prober(gateway_dependencies)));
     tracing::info!(
         https = %deps.settings.https_listen,
         http = %deps.settings.http_listen,

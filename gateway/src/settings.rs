@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cache::CacheSettings, ratelimit::RateLimitSettings};
+use crate::{cache::CacheSettings, health::HealthSettings, ratelimit::RateLimitSettings};
 
 /// What the plain-HTTP listener does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -63,6 +63,8 @@ pub struct GatewaySettings {
     pub rate_limit: RateLimitSettings,
     /// The response cache.
     pub cache: CacheSettings,
+    /// Probes of the dependencies.
+    pub health: HealthSettings,
 }
 
 impl Default for GatewaySettings {
@@ -83,6 +85,7 @@ impl Default for GatewaySettings {
             threads: 2,
             rate_limit: RateLimitSettings::default(),
             cache: CacheSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }

@@ -16,11 +16,13 @@ use fleet_kit::{
 };
 use fleet_proto::{
     auth::v1::{
-        ChangePasswordRequest, GetJwksRequest, Jwks, ListSessionsRequest, ListSessionsResponse, LoginRequest,
-        LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest,
-        RotateSigningKeyRequest, RotateSigningKeyResponse, Session, auth_service_server::AuthService,
+        BackupCodes, ChangePasswordRequest, ConfirmSmsRequest, ConfirmTotpRequest, DisableMfaRequest, EnrollSmsRequest,
+        EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest, GetMfaStatusRequest, Jwks, ListSessionsRequest,
+        ListSessionsResponse, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatus, RefreshRequest,
+        RegenerateBackupCodesRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest,
+        RotateSigningKeyResponse, SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
     },
-    events::v1::{LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
+    events::v1::{Event, LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
     users::v1::User,
 };
 use rand::{RngCore, rngs::OsRng};
@@ -33,8 +35,10 @@ use crate::{
     error::AuthError,
     keys::TokenIssuer,
     lockout::{AttemptDecision, LockoutPolicy},
+    metrics::AuthMetrics,
+    mfa::{MfaSettings, SealingKey, sms::SmsSender, totp::TotpParams},
     password::{self, Password},
-    store::{AuthStore, NewSession, PRODUCER, Revocation, Revoke, RevokeReason, Rotation},
+    store::{AuthStore, Counter, CredentialRecord, NewSession, PRODUCER, Revocation, Revoke, RevokeReason, Rotation},
 };
 
 /// Where a request came from, for sessions and the audit trail.
@@ -47,7 +51,7 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn of<T>(request: &Request<T>) -> Self {
+    pub(crate) fn of<T>(request: &Request<T>) -> Self {
         let header = |name: &str| {
             request
                 .metadata()
@@ -83,33 +87,45 @@ pub struct AuthApi {
     pub relay: OutboxRelay,
     /// Sessions revoked here take effect at once in this process.
     pub revoked: RevokedSessions,
+    /// Second-factor settings.
+    pub mfa: MfaSettings,
+    /// TOTP parameters.
+    pub totp: TotpParams,
+    /// Seals second-factor secrets and hashes their codes.
+    pub sealing: Arc<SealingKey>,
+    /// Delivers SMS codes, when they are enabled.
+    pub sms: Option<Arc<dyn SmsSender>>,
+    /// Login counters.
+    pub metrics: AuthMetrics,
 }
 
-const PASSWORD_AMR: &str = "pwd";
+pub(crate) const PASSWORD_AMR: &str = "pwd";
 const MAX_ATTEMPT_RACES: usize = 64;
 
-fn new_refresh_token() -> (String, Vec<u8>) {
+/// A new opaque token (256 random bits) and its SHA-256 hash.
+pub(crate) fn new_opaque_token() -> (String, Vec<u8>) {
     let mut raw = [0u8; 32];
     OsRng.fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);
-    let hash = refresh_hash(&token);
+    let hash = token_hash(&token);
     (token, hash)
 }
 
-fn refresh_hash(token: &str) -> Vec<u8> {
+/// The stored form of an opaque token.
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn user_id_of(user: &User) -> Result<Uuid, AuthError> {
+pub(crate) fn user_id_of(user: &User) -> Result<Uuid, AuthError> {
     Uuid::parse_str(&user.id).map_err(|_| AuthError::Unexpected(anyhow::anyhow!("users service returned a bad id")))
 }
 
 impl AuthApi {
-    fn access_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn access_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + Duration::seconds(i64::from(self.issuer.settings().access_ttl_secs))
     }
 
-    fn revocation(&self, reason: RevokeReason) -> Revocation {
+    pub(crate) fn revocation(&self, reason: RevokeReason) -> Revocation {
         let at = self.clock.now();
         Revocation {
             reason,
@@ -120,7 +136,7 @@ impl AuthApi {
 
     /// Applies revocations locally at once; other processes learn of them
     /// through the `session.revoked` events.
-    fn revoked_here(&self, sessions: &[Uuid], how: &Revocation) {
+    pub(crate) fn revoked_here(&self, sessions: &[Uuid], how: &Revocation) {
         for id in sessions {
             self.revoked.revoke(*id, how.tokens_expire_at, how.at);
         }
@@ -147,44 +163,18 @@ impl AuthApi {
         Ok(RegisterResponse { user: Some(user) })
     }
 
-    /// Checks a password under the lockout policy. Every attempt is counted
-    /// (compare-and-set) before the hash is verified, so concurrent attempts
-    /// cannot exceed the limit.
-    async fn check_password(&self, user_id: Uuid, password: &Password, client: &ClientInfo) -> Result<(), AuthError> {
-        let Some(mut creds) = self.store.credentials(user_id).await? else {
+    /// Checks a password under the lockout policy.
+    pub(crate) async fn check_password(
+        &self,
+        user_id: Uuid,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let Some(creds) = self.store.credentials(user_id).await? else {
             password::verify(password, None).await?;
             return Err(AuthError::BadCredentials);
         };
-        let now = self.clock.now();
-        let mut races = 0;
-        let failures = loop {
-            let counted = u32::try_from(creds.failed_count).unwrap_or(u32::MAX);
-            match self.lockout.decide(counted, creds.locked_until, now) {
-                AttemptDecision::Locked { until } => {
-                    self.emit_failure(user_id, "locked", counted, client).await?;
-                    let retry_after = until.and_then(|u| (u - now).to_std().ok());
-                    return Err(AuthError::Locked { retry_after });
-                }
-                AttemptDecision::Allowed { failures, locks_until } => {
-                    if self
-                        .store
-                        .count_attempt(user_id, creds.failed_count, i64::from(failures), locks_until, now)
-                        .await?
-                    {
-                        break failures;
-                    }
-                }
-            }
-            races += 1;
-            if races > MAX_ATTEMPT_RACES {
-                return Err(AuthError::Locked { retry_after: None });
-            }
-            creds = self
-                .store
-                .credentials(user_id)
-                .await?
-                .ok_or(AuthError::BadCredentials)?;
-        };
+        let (failures, creds) = self.count_attempt(creds, Counter::Password, client).await?;
         if password::verify(password, Some(creds.password_hash)).await? {
             return Ok(());
         }
@@ -192,26 +182,79 @@ impl AuthApi {
         Err(AuthError::BadCredentials)
     }
 
-    async fn emit_failure(
+    /// Counts an attempt on one of the account's failure counters under its
+    /// lockout policy, before the attempt is checked: a compare-and-set, so
+    /// concurrent attempts cannot exceed the limit. Answers the failure count
+    /// should the attempt fail, and the credentials as counted.
+    pub(crate) async fn count_attempt(
+        &self,
+        mut creds: CredentialRecord,
+        counter: Counter,
+        client: &ClientInfo,
+    ) -> Result<(u32, CredentialRecord), AuthError> {
+        let user_id = creds.user_id;
+        let policy = match counter {
+            Counter::Password => &self.lockout,
+            Counter::SecondFactor => &self.mfa.lockout,
+        };
+        let now = self.clock.now();
+        for _ in 0..MAX_ATTEMPT_RACES {
+            let (count, locked_until) = creds.failures(counter);
+            let counted = u32::try_from(count).unwrap_or(u32::MAX);
+            match policy.decide(counted, locked_until, now) {
+                AttemptDecision::Locked { until } => {
+                    let reason = match counter {
+                        Counter::Password => "locked",
+                        Counter::SecondFactor => "second_factor_locked",
+                    };
+                    self.emit_failure(user_id, reason, counted, client).await?;
+                    let retry_after = until.and_then(|u| (u - now).to_std().ok());
+                    return Err(AuthError::Locked { retry_after });
+                }
+                AttemptDecision::Allowed { failures, locks_until } => {
+                    if self
+                        .store
+                        .count_attempt(user_id, counter, count, i64::from(failures), locks_until, now)
+                        .await?
+                    {
+                        return Ok((failures, creds));
+                    }
+                }
+            }
+            creds = self
+                .store
+                .credentials(user_id)
+                .await?
+                .ok_or(AuthError::BadCredentials)?;
+        }
+        Err(AuthError::Locked { retry_after: None })
+    }
+
+    pub(crate) async fn emit_failure(
         &self,
         user_id: Uuid,
         reason: &str,
         failures: u32,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let now = self.clock.now();
-        let event = new_event(
-            PRODUCER,
-            Some(user_id),
-            now,
+        self.announce(
+            user_id,
             Payload::LoginFailed(LoginFailed {
                 reason: reason.into(),
                 ip: client.ip.clone(),
                 user_agent: client.user_agent.clone(),
                 consecutive_failures: failures,
             }),
-        );
-        self.store.emit(&[event], now).await?;
+        )
+        .await
+    }
+
+    /// Writes one event about `user_id` on its own and wakes the relay.
+    pub(crate) async fn announce(&self, user_id: Uuid, payload: Payload) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        self.store
+            .emit(&[new_event(PRODUCER, Some(user_id), now, payload)], now)
+            .await?;
         self.relay.wake();
         Ok(())
     }
@@ -239,9 +282,14 @@ impl AuthApi {
         let user_id = user_id_of(&user)?;
         self.check_password(user_id, &password, &client).await?;
         if user.status != "active" {
-            self.store.clear_failures(user_id, self.clock.now()).await?;
+            self.store
+                .clear_failures(user_id, &[Counter::Password], self.clock.now())
+                .await?;
             self.emit_failure(user_id, "disabled", 0, &client).await?;
             return Err(AuthError::Disabled);
+        }
+        if self.mfa_enabled(user_id).await? {
+            return self.mfa_challenge(user_id).await;
         }
         self.start_session(user, vec![PASSWORD_AMR.into()], client).await
     }
@@ -252,9 +300,24 @@ impl AuthApi {
         amr: Vec<String>,
         client: ClientInfo,
     ) -> Result<LoginResponse, AuthError> {
-        let user_id = user_id_of(&user)?;
         let now = self.clock.now();
-        let (refresh_token, refresh_hash) = new_refresh_token();
+        let (session, events, refresh_token) = self.new_session(&user, amr, client, now)?;
+        self.store.start_session(&session, &events, now).await?;
+        self.relay.wake();
+        self.token_pair(user, session.id, &session.amr, refresh_token)
+    }
+
+    /// A session for `user` with its first refresh token, and the events
+    /// that announce it.
+    pub(crate) fn new_session(
+        &self,
+        user: &User,
+        amr: Vec<String>,
+        client: ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<(NewSession, [Event; 2], String), AuthError> {
+        let user_id = user_id_of(user)?;
+        let (refresh_token, refresh_hash) = new_opaque_token();
         let session = NewSession {
             id: Uuid::now_v7(),
             user_id,
@@ -273,7 +336,7 @@ impl AuthApi {
                     session_id: session.id.to_string(),
                     ip: client.ip.clone(),
                     user_agent: client.user_agent.clone(),
-                    amr: amr.clone(),
+                    amr,
                 }),
             ),
             new_event(
@@ -287,12 +350,10 @@ impl AuthApi {
                 }),
             ),
         ];
-        self.store.start_session(&session, &events, now).await?;
-        self.relay.wake();
-        self.token_pair(user, session.id, &amr, refresh_token)
+        Ok((session, events, refresh_token))
     }
 
-    fn token_pair(
+    pub(crate) fn token_pair(
         &self,
         user: User,
         session_id: Uuid,
@@ -318,11 +379,11 @@ impl AuthApi {
             return Err(v.into());
         }
         let now = self.clock.now();
-        let (successor, successor_hash) = new_refresh_token();
+        let (successor, successor_hash) = new_opaque_token();
         let rotation = self
             .store
             .rotate_refresh(
-                &refresh_hash(&req.refresh_token),
+                &token_hash(&req.refresh_token),
                 &successor_hash,
                 now,
                 self.access_expiry(now),
@@ -413,11 +474,84 @@ impl AuthService for AuthGrpc {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let client = ClientInfo::of(&request);
-        Ok(Response::new(self.0.login(request.into_inner(), client).await?))
+        let result = self.0.login(request.into_inner(), client).await;
+        if !matches!(result, Err(AuthError::Invalid(_))) {
+            self.0.metrics.login(result.is_ok());
+        }
+        Ok(Response::new(result?))
+    }
+
+    async fn login_mfa(&self, request: Request<LoginMfaRequest>) -> Result<Response<LoginResponse>, Status> {
+        let client = ClientInfo::of(&request);
+        let result = self.0.login_mfa(request.into_inner(), client).await;
+        if !matches!(result, Err(AuthError::Invalid(_))) {
+            self.0.metrics.mfa(result.is_ok());
+        }
+        Ok(Response::new(result?))
+    }
+
+    async fn send_login_sms_code(&self, request: Request<SendLoginSmsCodeRequest>) -> Result<Response<()>, Status> {
+        self.0.send_login_sms(request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<LoginResponse>, Status> {
         Ok(Response::new(self.0.refresh(request.into_inner()).await?))
+    }
+
+    async fn get_mfa_status(&self, request: Request<GetMfaStatusRequest>) -> Result<Response<MfaStatus>, Status> {
+        let (user_id, _) = require_user(&request)?;
+        Ok(Response::new(self.0.mfa_status(user_id).await?))
+    }
+
+    async fn enroll_totp(&self, request: Request<EnrollTotpRequest>) -> Result<Response<EnrollTotpResponse>, Status> {
+        let (user_id, _) = require_user(&request)?;
+        Ok(Response::new(self.0.enroll_totp(user_id).await?))
+    }
+
+    async fn confirm_totp(&self, request: Request<ConfirmTotpRequest>) -> Result<Response<BackupCodes>, Status> {
+        let client = ClientInfo::of(&request);
+        let (user_id, _) = require_user(&request)?;
+        Ok(Response::new(
+            self.0.confirm_totp(user_id, request.into_inner(), client).await?,
+        ))
+    }
+
+    async fn disable_mfa(&self, request: Request<DisableMfaRequest>) -> Result<Response<()>, Status> {
+        let client = ClientInfo::of(&request);
+        let (user_id, identity) = require_user(&request)?;
+        let session = identity.session_id().ok_or(AuthError::SessionEnded)?;
+        self.0
+            .disable_mfa(user_id, session, request.into_inner(), client)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn regenerate_backup_codes(
+        &self,
+        request: Request<RegenerateBackupCodesRequest>,
+    ) -> Result<Response<BackupCodes>, Status> {
+        let client = ClientInfo::of(&request);
+        let (user_id, identity) = require_user(&request)?;
+        let session = identity.session_id().ok_or(AuthError::SessionEnded)?;
+        Ok(Response::new(
+            self.0
+                .regenerate_backup_codes(user_id, session, request.into_inner(), client)
+                .await?,
+        ))
+    }
+
+    async fn enroll_sms(&self, request: Request<EnrollSmsRequest>) -> Result<Response<()>, Status> {
+        let (user_id, _) = require_user(&request)?;
+        self.0.enroll_sms(user_id, request.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn confirm_sms(&self, request: Request<ConfirmSmsRequest>) -> Result<Response<()>, Status> {
+        let client = ClientInfo::of(&request);
+        let (user_id, _) = require_user(&request)?;
+        self.0.confirm_sms(user_id, request.into_inner(), client).await?;
+        Ok(Response::new(()))
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<()>, Status> {

@@ -24,6 +24,18 @@ pub enum AuthError {
     /// The account is disabled.
     #[error("account disabled")]
     Disabled,
+    /// The mfa_token is unknown, spent or expired.
+    #[error("invalid or expired mfa_token")]
+    InvalidMfaToken,
+    /// The second factor is wrong, spent, or a replayed TOTP code.
+    #[error("invalid second factor")]
+    BadSecondFactor,
+    /// The 2FA state does not allow the request (not enrolled, already on...).
+    #[error("{0}")]
+    MfaState(&'static str),
+    /// An SMS could not be sent.
+    #[error("the SMS could not be sent; try again later")]
+    SmsUndeliverable,
     /// The refresh token is unknown, spent or its session has ended.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
@@ -69,9 +81,11 @@ impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
         match err {
             AuthError::Invalid(v) => invalid_argument(&v),
-            AuthError::BadCredentials | AuthError::InvalidRefreshToken | AuthError::SessionEnded => {
-                Status::unauthenticated(err.to_string())
-            }
+            AuthError::BadCredentials
+            | AuthError::InvalidRefreshToken
+            | AuthError::SessionEnded
+            | AuthError::InvalidMfaToken
+            | AuthError::BadSecondFactor => Status::unauthenticated(err.to_string()),
             AuthError::Locked { retry_after } => {
                 let mut details = ErrorDetails::new();
                 if let Some(delay) = retry_after {
@@ -81,6 +95,8 @@ impl From<AuthError> for Status {
             }
             AuthError::Disabled => Status::permission_denied(err.to_string()),
             AuthError::SessionNotFound => Status::not_found(err.to_string()),
+            AuthError::MfaState(_) => Status::failed_precondition(err.to_string()),
+            AuthError::SmsUndeliverable => Status::unavailable(err.to_string()),
             AuthError::Upstream(status) => status,
             AuthError::Unexpected(e) => internal(&e),
         }

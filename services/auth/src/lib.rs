@@ -1,6 +1,7 @@
 //! Fleet's auth service: registration, login with argon2id and a per-account
 //! failed-login limit, Ed25519 access tokens with rotating keys and a JWKS,
-//! refresh-token families with reuse detection, sessions, password change.
+//! refresh-token families with reuse detection, sessions, password change,
+//! and two-factor authentication (TOTP, backup codes, optional SMS codes).
 //! It owns credentials, sessions and keys; profiles belong to users.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -10,6 +11,8 @@ pub mod directory;
 pub mod error;
 pub mod keys;
 pub mod lockout;
+pub mod metrics;
+pub mod mfa;
 pub mod password;
 pub mod store;
 
@@ -37,6 +40,10 @@ use uuid::Uuid;
 pub use api::{AuthApi, AuthGrpc};
 pub use keys::TokenIssuer;
 pub use lockout::LockoutPolicy;
+pub use metrics::AuthMetrics;
+pub use mfa::{MfaSettings, SealingKey};
+
+use crate::mfa::totp::TotpParams;
 
 use crate::directory::GrpcDirectory;
 
@@ -55,6 +62,8 @@ pub struct AuthSettings {
     pub lockout: LockoutPolicy,
     /// A session (and its refresh tokens) ends this many days after login.
     pub session_ttl_days: u32,
+    /// Second factors.
+    pub mfa: MfaSettings,
 }
 
 impl Default for AuthSettings {
@@ -62,6 +71,7 @@ impl Default for AuthSettings {
         Self {
             lockout: LockoutPolicy::default(),
             session_ttl_days: 30,
+            mfa: MfaSettings::default(),
         }
     }
 }
@@ -84,6 +94,10 @@ pub struct Deps {
     pub users: Channel,
     /// Revoked sessions, shared with this process's verifiers.
     pub revoked: RevokedSessions,
+    /// Seals second-factor secrets (see [`MfaSettings::sealing_key`]).
+    pub sealing: Arc<SealingKey>,
+    /// Where logins are counted.
+    pub metrics: AuthMetrics,
 }
 
 /// Makes the store ready.
@@ -125,6 +139,11 @@ pub async fn build(deps: &Deps) -> anyhow::Result<Auth> {
         session_ttl: Duration::days(i64::from(deps.settings.session_ttl_days)),
         relay,
         revoked: deps.revoked.clone(),
+        mfa: deps.settings.mfa.clone(),
+        totp: TotpParams::default(),
+        sealing: deps.sealing.clone(),
+        sms: mfa::sms::sender(&deps.settings.mfa.sms)?,
+        metrics: deps.metrics.clone(),
     });
     Ok(Auth { api, verifier })
 }

@@ -14,7 +14,7 @@ use fleet_kit::{
     store::{Backend, Migrations},
     time::to_timestamp,
 };
-use fleet_proto::events::v1::{Event, PasswordChanged, SessionRevoked, event::Payload};
+use fleet_proto::events::v1::{Event, MfaBackupCodeUsed, MfaDisabled, PasswordChanged, SessionRevoked, event::Payload};
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
@@ -40,6 +40,99 @@ pub struct CredentialRecord {
     pub failed_count: i64,
     /// No attempts before this.
     pub locked_until: Option<DateTime<Utc>>,
+    /// Consecutive wrong second factors (including ones in flight).
+    pub mfa_failed_count: i64,
+    /// No second-factor attempts before this.
+    pub mfa_locked_until: Option<DateTime<Utc>>,
+}
+
+impl CredentialRecord {
+    /// The failure count and lock of one counter.
+    pub fn failures(&self, counter: Counter) -> (i64, Option<DateTime<Utc>>) {
+        match counter {
+            Counter::Password => (self.failed_count, self.locked_until),
+            Counter::SecondFactor => (self.mfa_failed_count, self.mfa_locked_until),
+        }
+    }
+}
+
+/// The two failure counters of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Wrong passwords.
+    Password,
+    /// Wrong second factors.
+    SecondFactor,
+}
+
+impl Counter {
+    /// Its count and lock columns.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Counter::Password => ("failed_count", "locked_until"),
+            Counter::SecondFactor => ("mfa_failed_count", "mfa_locked_until"),
+        }
+    }
+}
+
+/// A user's TOTP factor.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TotpRecord {
+    /// The secret, sealed with the MFA key.
+    pub secret: Vec<u8>,
+    /// Set once a code confirmed it: 2FA is on.
+    pub enabled_at: Option<DateTime<Utc>>,
+    /// The highest step accepted.
+    pub last_step: Option<i64>,
+}
+
+/// A user's phone for SMS codes.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SmsRecord {
+    /// The E.164 number, sealed with the MFA key.
+    pub phone: Vec<u8>,
+    /// Set once a code sent to it came back.
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// The first step of a login with 2FA on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChallengeRecord {
+    /// Whose login it is.
+    pub user_id: Uuid,
+    /// Good until.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A proven second factor, as the store spends it.
+#[derive(Debug, Clone)]
+pub enum SecondFactor {
+    /// A TOTP code of this step (above every step accepted before).
+    Totp {
+        /// The step.
+        step: i64,
+    },
+    /// A backup code, by keyed hash.
+    BackupCode {
+        /// Its hash.
+        hash: Vec<u8>,
+    },
+    /// The SMS code sent for the challenge, by keyed hash.
+    Sms {
+        /// Its hash.
+        hash: Vec<u8>,
+    },
+}
+
+/// What completing a login's second step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaOutcome {
+    /// The session exists; the challenge and the factor are spent.
+    Done,
+    /// The challenge is unknown, expired or spent.
+    ChallengeGone,
+    /// The factor was spent already (or never valid); nothing changed.
+    FactorRefused,
 }
 
 /// A login session; its refresh tokens form one family.
@@ -128,6 +221,8 @@ pub enum RevokeReason {
     PasswordChanged,
     /// The account was deleted.
     UserDeleted,
+    /// 2FA was turned off or its backup codes replaced.
+    MfaChanged,
 }
 
 impl RevokeReason {
@@ -138,6 +233,7 @@ impl RevokeReason {
             RevokeReason::RefreshReuse => "refresh_reuse",
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::UserDeleted => "user_deleted",
+            RevokeReason::MfaChanged => "mfa_changed",
         }
     }
 }
@@ -185,13 +281,14 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn count_attempt(
         &self,
         user_id: Uuid,
+        counter: Counter,
         expected: i64,
         failures: i64,
         locked_until: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool>;
-    /// Clears the failure counter and lock.
-    async fn clear_failures(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<bool>;
+    /// Clears failure counters and locks.
+    async fn clear_failures(&self, user_id: Uuid, which: &[Counter], at: DateTime<Utc>) -> anyhow::Result<bool>;
     /// Writes events on their own.
     async fn emit(&self, events: &[Event], at: DateTime<Utc>) -> anyhow::Result<()>;
     /// A successful login: clears failures, creates the session and its first
@@ -225,6 +322,87 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRecord>>;
     /// Adds a signing key.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> anyhow::Result<()>;
+
+    /// A user's TOTP factor.
+    async fn totp(&self, user_id: Uuid) -> anyhow::Result<Option<TotpRecord>>;
+    /// Stores a new, not yet confirmed secret (replacing an unconfirmed one).
+    /// False when 2FA is on already.
+    async fn begin_totp(&self, user_id: Uuid, sealed_secret: &[u8], at: DateTime<Utc>) -> anyhow::Result<bool>;
+    /// Turns 2FA on with an accepted step, stores the first backup codes and
+    /// writes `events`. False when the step was not above the last accepted
+    /// one, or 2FA was on already.
+    async fn confirm_totp(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        backup_hashes: &[Vec<u8>],
+        events: &[Event],
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
+    /// Accepts a step of an enabled factor if it is above every step accepted
+    /// before (compare-and-set).
+    async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> anyhow::Result<bool>;
+    /// Unused backup codes.
+    async fn backup_codes_left(&self, user_id: Uuid) -> anyhow::Result<u32>;
+    /// Replaces the backup codes and revokes every session but `keep`.
+    async fn replace_backup_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[Vec<u8>],
+        keep: Uuid,
+        how: Revocation,
+    ) -> anyhow::Result<Vec<Uuid>>;
+    /// Removes every second factor, revokes every session but `keep` and
+    /// writes `mfa.disabled`.
+    async fn disable_mfa(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        confirmed_with: &str,
+        how: Revocation,
+    ) -> anyhow::Result<Vec<Uuid>>;
+    /// Stores a login's first step.
+    async fn create_challenge(
+        &self,
+        token_hash: &[u8],
+        user_id: Uuid,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    /// A live (unspent, unexpired) challenge.
+    async fn challenge(&self, token_hash: &[u8], now: DateTime<Utc>) -> anyhow::Result<Option<ChallengeRecord>>;
+    /// Attaches the SMS code sent for a live challenge.
+    async fn set_challenge_sms_code(
+        &self,
+        token_hash: &[u8],
+        code_hash: &[u8],
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
+    /// The second step of a login, all or nothing: spends the challenge and
+    /// the factor, clears both failure counters, starts the session and
+    /// writes `events` (and `mfa.backup_code_used` for a backup code).
+    async fn complete_mfa(
+        &self,
+        token_hash: &[u8],
+        factor: &SecondFactor,
+        session: &NewSession,
+        events: &[Event],
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<MfaOutcome>;
+    /// A user's phone for SMS codes.
+    async fn sms_factor(&self, user_id: Uuid) -> anyhow::Result<Option<SmsRecord>>;
+    /// Stores a phone (unverified) and the code that will verify it.
+    async fn begin_sms(
+        &self,
+        user_id: Uuid,
+        sealed_phone: &[u8],
+        code_hash: &[u8],
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    /// Verifies the phone if `code_hash` is its live code (spent at once).
+    async fn confirm_sms(&self, user_id: Uuid, code_hash: &[u8], at: DateTime<Utc>) -> anyhow::Result<bool>;
 }
 
 /// The store over a connected database.
@@ -241,9 +419,30 @@ pub struct SqlAuthStore<DB: sqlx::Database> {
     pool: Pool<DB>,
 }
 
-/// Ends a failure streak: `$1` user id, `$2` time.
-const CLEAR_FAILURES: &str =
-    "UPDATE credentials SET failed_count = 0, locked_until = NULL, updated_at = $2 WHERE user_id = $1";
+/// Ends failure streaks of `which`: `$1` user id, `$2` time.
+fn clear_failures_sql(which: &[Counter]) -> String {
+    let sets: Vec<String> = which
+        .iter()
+        .map(|c| {
+            let (count, lock) = c.columns();
+            format!("{count} = 0, {lock} = NULL, ")
+        })
+        .collect();
+    format!(
+        "UPDATE credentials SET {}updated_at = $2 WHERE user_id = $1",
+        sets.concat()
+    )
+}
+
+const CREDENTIAL_COLUMNS: &str =
+    "user_id, password_hash, failed_count, locked_until, mfa_failed_count, mfa_locked_until";
+
+/// Accepts a TOTP step above every earlier one: `$1` user id, `$2` step.
+const ACCEPT_TOTP_STEP: &str = "UPDATE totp_factors SET last_step = $2 \
+     WHERE user_id = $1 AND enabled_at IS NOT NULL AND (last_step IS NULL OR last_step < $2)";
+
+/// Everything second-factor about a user.
+const MFA_TABLES: [&str; 4] = ["totp_factors", "backup_codes", "sms_factors", "mfa_challenges"];
 
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip, user_agent, amr";
 
@@ -263,6 +462,93 @@ fn revoked_event(user_id: Uuid, session_id: Uuid, how: &Revocation) -> Event {
 macro_rules! sql_auth_store {
     ($db:ty, $conn:ty) => {
         impl SqlAuthStore<$db> {
+            /// Inserts a session and its first refresh token.
+            async fn insert_session(conn: &mut $conn, s: &NewSession, at: DateTime<Utc>) -> anyhow::Result<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $3, $4, NULL, $5, $6, $7)"
+                ))
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(at)
+                .bind(s.expires_at)
+                .bind(&s.ip)
+                .bind(&s.user_agent)
+                .bind(s.amr.join(" "))
+                .execute(&mut *conn)
+                .await
+                .context("creating a session")?;
+                sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)")
+                    .bind(&s.refresh_hash)
+                    .bind(s.id)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .context("storing a refresh token")?;
+                Ok(())
+            }
+
+            /// Replaces a user's backup codes.
+            async fn store_backup_codes(conn: &mut $conn, user_id: Uuid, hashes: &[Vec<u8>], at: DateTime<Utc>) -> anyhow::Result<()> {
+                sqlx::query("DELETE FROM backup_codes WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *conn)
+                    .await
+                    .context("cancelling backup codes")?;
+                for hash in hashes {
+                    sqlx::query("INSERT INTO backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
+                        .bind(user_id)
+                        .bind(hash)
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await
+                        .context("storing backup codes")?;
+                }
+                Ok(())
+            }
+
+            /// Unused backup codes, inside a transaction.
+            async fn count_backup_codes(conn: &mut $conn, user_id: Uuid) -> anyhow::Result<u32> {
+                let (left,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM backup_codes WHERE user_id = $1 AND used_at IS NULL")
+                        .bind(user_id)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .context("counting backup codes")?;
+                Ok(u32::try_from(left).unwrap_or(0))
+            }
+
+            /// Spends a second factor; false when it was not there to spend.
+            async fn spend_factor(conn: &mut $conn, token_hash: &[u8], user_id: Uuid, factor: &SecondFactor, at: DateTime<Utc>) -> anyhow::Result<bool> {
+                let done = match factor {
+                    SecondFactor::Totp { step } => sqlx::query(ACCEPT_TOTP_STEP)
+                        .bind(user_id)
+                        .bind(step)
+                        .execute(&mut *conn)
+                        .await
+                        .context("accepting a TOTP step")?,
+                    SecondFactor::BackupCode { hash } => sqlx::query(
+                        "UPDATE backup_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+                    )
+                    .bind(user_id)
+                    .bind(hash)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .context("spending a backup code")?,
+                    SecondFactor::Sms { hash } => sqlx::query(
+                        "UPDATE mfa_challenges SET sms_code_hash = NULL \
+                         WHERE token_hash = $1 AND sms_code_hash = $2 AND sms_code_expires_at > $3",
+                    )
+                    .bind(token_hash)
+                    .bind(hash)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .context("spending an SMS code")?,
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
             /// Revokes inside a transaction and writes one event per session.
             async fn revoke_in(conn: &mut $conn, user_id: Uuid, which: Revoke, how: &Revocation) -> anyhow::Result<Vec<Uuid>> {
                 let (only, except) = match which {
@@ -305,7 +591,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn credentials(&self, user_id: Uuid) -> anyhow::Result<Option<CredentialRecord>> {
-                sqlx::query_as("SELECT user_id, password_hash, failed_count, locked_until FROM credentials WHERE user_id = $1")
+                sqlx::query_as(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE user_id = $1"))
                     .bind(user_id)
                     .fetch_optional(&self.pool)
                     .await
@@ -315,15 +601,17 @@ macro_rules! sql_auth_store {
             async fn count_attempt(
                 &self,
                 user_id: Uuid,
+                counter: Counter,
                 expected: i64,
                 failures: i64,
                 locked_until: Option<DateTime<Utc>>,
                 at: DateTime<Utc>,
             ) -> anyhow::Result<bool> {
-                let done = sqlx::query(
-                    "UPDATE credentials SET failed_count = $3, locked_until = $4, updated_at = $5 \
-                     WHERE user_id = $1 AND failed_count = $2",
-                )
+                let (count, lock) = counter.columns();
+                let done = sqlx::query(&format!(
+                    "UPDATE credentials SET {count} = $3, {lock} = $4, updated_at = $5 \
+                     WHERE user_id = $1 AND {count} = $2",
+                ))
                 .bind(user_id)
                 .bind(expected)
                 .bind(failures)
@@ -335,8 +623,8 @@ macro_rules! sql_auth_store {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn clear_failures(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<bool> {
-                let done = sqlx::query(CLEAR_FAILURES)
+            async fn clear_failures(&self, user_id: Uuid, which: &[Counter], at: DateTime<Utc>) -> anyhow::Result<bool> {
+                let done = sqlx::query(&clear_failures_sql(which))
                 .bind(user_id)
                 .bind(at)
                 .execute(&self.pool)
@@ -355,32 +643,13 @@ macro_rules! sql_auth_store {
 
             async fn start_session(&self, s: &NewSession, events: &[Event], at: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
-                sqlx::query(CLEAR_FAILURES)
+                sqlx::query(&clear_failures_sql(&[Counter::Password]))
                     .bind(s.user_id)
                     .bind(at)
                     .execute(&mut *tx)
                     .await
                     .context("clearing login failures")?;
-                sqlx::query(&format!(
-                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $3, $4, NULL, $5, $6, $7)"
-                ))
-                .bind(s.id)
-                .bind(s.user_id)
-                .bind(at)
-                .bind(s.expires_at)
-                .bind(&s.ip)
-                .bind(&s.user_agent)
-                .bind(s.amr.join(" "))
-                .execute(&mut *tx)
-                .await
-                .context("creating a session")?;
-                sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)")
-                    .bind(&s.refresh_hash)
-                    .bind(s.id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .context("storing a refresh token")?;
+                Self::insert_session(&mut tx, s, at).await?;
                 for event in events {
                     enqueue(&mut *tx, event, at).await?;
                 }
@@ -508,11 +777,13 @@ macro_rules! sql_auth_store {
             async fn forget_user(&self, user_id: Uuid, how: Revocation) -> anyhow::Result<Vec<Uuid>> {
                 let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
                 let ids = Self::revoke_in(&mut tx, user_id, Revoke::AllExcept(None), &how).await?;
-                sqlx::query("DELETE FROM credentials WHERE user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await
-                    .context("deleting credentials")?;
+                for table in MFA_TABLES.iter().chain(&["credentials"]) {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .with_context(|| format!("deleting from {table}"))?;
+                }
                 tx.commit().await.context("commit")?;
                 Ok(ids)
             }
@@ -538,6 +809,273 @@ macro_rules! sql_auth_store {
                 .await
                 .context("storing a signing key")?;
                 Ok(())
+            }
+
+            async fn totp(&self, user_id: Uuid) -> anyhow::Result<Option<TotpRecord>> {
+                sqlx::query_as("SELECT secret, enabled_at, last_step FROM totp_factors WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .context("reading a TOTP factor")
+            }
+
+            async fn begin_totp(&self, user_id: Uuid, sealed_secret: &[u8], at: DateTime<Utc>) -> anyhow::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO totp_factors (user_id, secret, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, \
+                       last_step = NULL \
+                     WHERE totp_factors.enabled_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(sealed_secret)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .context("storing a TOTP secret")?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn confirm_totp(
+                &self,
+                user_id: Uuid,
+                step: i64,
+                backup_hashes: &[Vec<u8>],
+                events: &[Event],
+                at: DateTime<Utc>,
+            ) -> anyhow::Result<bool> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let done = sqlx::query(
+                    "UPDATE totp_factors SET enabled_at = $3, last_step = $2 \
+                     WHERE user_id = $1 AND enabled_at IS NULL AND (last_step IS NULL OR last_step < $2)",
+                )
+                .bind(user_id)
+                .bind(step)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .context("enabling TOTP")?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::store_backup_codes(&mut tx, user_id, backup_hashes, at).await?;
+                for event in events {
+                    enqueue(&mut *tx, event, at).await?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(true)
+            }
+
+            async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> anyhow::Result<bool> {
+                let done = sqlx::query(ACCEPT_TOTP_STEP)
+                    .bind(user_id)
+                    .bind(step)
+                    .execute(&self.pool)
+                    .await
+                    .context("accepting a TOTP step")?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn backup_codes_left(&self, user_id: Uuid) -> anyhow::Result<u32> {
+                let mut conn = self.pool.acquire().await.context("connecting")?;
+                Self::count_backup_codes(&mut conn, user_id).await
+            }
+
+            async fn replace_backup_codes(
+                &self,
+                user_id: Uuid,
+                hashes: &[Vec<u8>],
+                keep: Uuid,
+                how: Revocation,
+            ) -> anyhow::Result<Vec<Uuid>> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                Self::store_backup_codes(&mut tx, user_id, hashes, how.at).await?;
+                let ids = Self::revoke_in(&mut tx, user_id, Revoke::AllExcept(Some(keep)), &how).await?;
+                tx.commit().await.context("commit")?;
+                Ok(ids)
+            }
+
+            async fn disable_mfa(
+                &self,
+                user_id: Uuid,
+                keep: Uuid,
+                confirmed_with: &str,
+                how: Revocation,
+            ) -> anyhow::Result<Vec<Uuid>> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                for table in MFA_TABLES {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .with_context(|| format!("clearing {table}"))?;
+                }
+                let ids = Self::revoke_in(&mut tx, user_id, Revoke::AllExcept(Some(keep)), &how).await?;
+                let disabled = new_event(
+                    PRODUCER,
+                    Some(user_id),
+                    how.at,
+                    Payload::MfaDisabled(MfaDisabled {
+                        confirmed_with: confirmed_with.into(),
+                        sessions_revoked: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+                    }),
+                );
+                enqueue(&mut *tx, &disabled, how.at).await?;
+                tx.commit().await.context("commit")?;
+                Ok(ids)
+            }
+
+            async fn create_challenge(
+                &self,
+                token_hash: &[u8],
+                user_id: Uuid,
+                expires_at: DateTime<Utc>,
+                at: DateTime<Utc>,
+            ) -> anyhow::Result<()> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1 AND (expires_at <= $2 OR consumed_at IS NOT NULL)")
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .context("dropping old login challenges")?;
+                sqlx::query("INSERT INTO mfa_challenges (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(token_hash)
+                    .bind(user_id)
+                    .bind(at)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .context("storing a login challenge")?;
+                tx.commit().await.context("commit")
+            }
+
+            async fn challenge(&self, token_hash: &[u8], now: DateTime<Utc>) -> anyhow::Result<Option<ChallengeRecord>> {
+                sqlx::query_as(
+                    "SELECT user_id, expires_at FROM mfa_challenges \
+                     WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading a login challenge")
+            }
+
+            async fn set_challenge_sms_code(
+                &self,
+                token_hash: &[u8],
+                code_hash: &[u8],
+                expires_at: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> anyhow::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE mfa_challenges SET sms_code_hash = $2, sms_code_expires_at = $3 \
+                     WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $4",
+                )
+                .bind(token_hash)
+                .bind(code_hash)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .context("storing an SMS code")?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn complete_mfa(
+                &self,
+                token_hash: &[u8],
+                factor: &SecondFactor,
+                session: &NewSession,
+                events: &[Event],
+                at: DateTime<Utc>,
+            ) -> anyhow::Result<MfaOutcome> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let claimed = sqlx::query(
+                    "UPDATE mfa_challenges SET consumed_at = $3 \
+                     WHERE token_hash = $1 AND user_id = $2 AND consumed_at IS NULL AND expires_at > $3",
+                )
+                .bind(token_hash)
+                .bind(session.user_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .context("spending a login challenge")?;
+                if claimed.rows_affected() != 1 {
+                    return Ok(MfaOutcome::ChallengeGone);
+                }
+                if !Self::spend_factor(&mut tx, token_hash, session.user_id, factor, at).await? {
+                    return Ok(MfaOutcome::FactorRefused);
+                }
+                sqlx::query(&clear_failures_sql(&[Counter::Password, Counter::SecondFactor]))
+                    .bind(session.user_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .context("clearing login failures")?;
+                Self::insert_session(&mut tx, session, at).await?;
+                for event in events {
+                    enqueue(&mut *tx, event, at).await?;
+                }
+                if let SecondFactor::BackupCode { .. } = factor {
+                    let remaining = Self::count_backup_codes(&mut tx, session.user_id).await?;
+                    let used = new_event(
+                        PRODUCER,
+                        Some(session.user_id),
+                        at,
+                        Payload::MfaBackupCodeUsed(MfaBackupCodeUsed { remaining, ip: session.ip.clone() }),
+                    );
+                    enqueue(&mut *tx, &used, at).await?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(MfaOutcome::Done)
+            }
+
+            async fn sms_factor(&self, user_id: Uuid) -> anyhow::Result<Option<SmsRecord>> {
+                sqlx::query_as("SELECT phone, verified_at FROM sms_factors WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .context("reading an SMS factor")
+            }
+
+            async fn begin_sms(
+                &self,
+                user_id: Uuid,
+                sealed_phone: &[u8],
+                code_hash: &[u8],
+                expires_at: DateTime<Utc>,
+                at: DateTime<Utc>,
+            ) -> anyhow::Result<()> {
+                sqlx::query(
+                    "INSERT INTO sms_factors (user_id, phone, created_at, code_hash, code_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_id) DO UPDATE SET phone = excluded.phone, created_at = excluded.created_at, \
+                       verified_at = NULL, code_hash = excluded.code_hash, code_expires_at = excluded.code_expires_at",
+                )
+                .bind(user_id)
+                .bind(sealed_phone)
+                .bind(at)
+                .bind(code_hash)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .context("storing a phone")?;
+                Ok(())
+            }
+
+            async fn confirm_sms(&self, user_id: Uuid, code_hash: &[u8], at: DateTime<Utc>) -> anyhow::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE sms_factors SET verified_at = $3, code_hash = NULL, code_expires_at = NULL \
+                     WHERE user_id = $1 AND code_hash = $2 AND code_expires_at > $3",
+                )
+                .bind(user_id)
+                .bind(code_hash)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .context("verifying a phone")?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use fleet_auth::store::Counter;
 use fleet_kit::{Clock, SystemClock};
 use fleet_users::{
     domain::{Email, Role},
@@ -40,7 +41,8 @@ pub async fn promote(config: &FleetConfig, email: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Clears the failed-login lock of the account with `email`.
+/// Clears the failed-login locks (password and second factor) of the
+/// account with `email`.
 pub async fn unlock(config: &FleetConfig, email: &str) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email {e}"))?;
     let users_db = open_store(config, Component::Users).await?;
@@ -49,7 +51,10 @@ pub async fn unlock(config: &FleetConfig, email: &str) -> anyhow::Result<()> {
     };
     let auth_db = open_store(config, Component::Auth).await?;
     let auth: Arc<dyn fleet_auth::store::AuthStore> = fleet_auth::store::auth_store(&auth_db);
-    if !auth.clear_failures(user.id, SystemClock.now()).await? {
+    if !auth
+        .clear_failures(user.id, &[Counter::Password, Counter::SecondFactor], SystemClock.now())
+        .await?
+    {
         bail!("{email} has no credentials");
     }
     println!("{email} is unlocked");

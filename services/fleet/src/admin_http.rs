@@ -4,12 +4,19 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::{HeaderMap, header},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio_util::sync::CancellationToken;
 
-/// The content type of the text exposition format.
-const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// OpenMetrics, what Prometheus asks for.
+const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' classic text format, for everyone else (promtool, curl).
+const CLASSIC_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the admin endpoints on `addr` until `shutdown`.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -19,13 +26,21 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: Cancella
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let registry = registry.clone();
                 async move {
                     let mut body = String::new();
-                    match encode(&mut body, &registry) {
-                        Ok(()) => ([(header::CONTENT_TYPE, METRICS_TYPE)], body).into_response(),
-                        Err(_) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "encoding failed").into_response(),
+                    if encode(&mut body, &registry).is_err() {
+                        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "encoding failed").into_response();
+                    }
+                    let openmetrics = headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+                    if openmetrics {
+                        ([(header::CONTENT_TYPE, OPENMETRICS_TYPE)], body).into_response()
+                    } else {
+                        ([(header::CONTENT_TYPE, CLASSIC_TYPE)], classic_text(&body)).into_response()
                     }
                 }
             }),
@@ -39,4 +54,71 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: Cancella
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("admin listener failed")
+}
+
+/// The OpenMetrics exposition rewritten in the classic text format (0.0.4):
+/// counter families take their `_total` sample name, `unknown` becomes
+/// `untyped`, and the `# UNIT` and `# EOF` lines go. Samples are the same.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Held until the family's TYPE tells its sample name.
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some((family, kind)) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split_once(' ')) {
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "unknown" => (family.to_string(), "untyped"),
+                other => (family.to_string(), other),
+            };
+            if let Some((_, text)) = help.take().filter(|(of, _)| *of == family) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_classic_text_format() {
+        let openmetrics = "# HELP http_requests HTTP requests answered.\n\
+# TYPE http_requests counter\n\
+http_requests_total{method=\"GET\"} 2\n\
+# HELP latency_seconds Latency.\n\
+# TYPE latency_seconds histogram\n\
+# UNIT latency_seconds seconds\n\
+latency_seconds_bucket{le=\"+Inf\"} 1\n\
+latency_seconds_sum 0.5\n\
+latency_seconds_count 1\n\
+# HELP up Whether it is up.\n\
+# TYPE up gauge\n\
+up 1\n\
+# EOF\n";
+        let classic = "# HELP http_requests_total HTTP requests answered.\n\
+# TYPE http_requests_total counter\n\
+http_requests_total{method=\"GET\"} 2\n\
+# HELP latency_seconds Latency.\n\
+# TYPE latency_seconds histogram\n\
+latency_seconds_bucket{le=\"+Inf\"} 1\n\
+latency_seconds_sum 0.5\n\
+latency_seconds_count 1\n\
+# HELP up Whether it is up.\n\
+# TYPE up gauge\n\
+up 1\n";
+        assert_eq!(classic_text(openmetrics), classic);
+    }
 }

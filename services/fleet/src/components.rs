@@ -8,6 +8,9 @@ use fleet_kit::{
     Db, SharedClock, SystemClock,
     amqp::{self, AmqpPublisher, AmqpSettings, ForwardToBus, RecentIds, Subscription},
     events::{EventPublisher, InProcessBus},
+    metrics::DbConnections,
+    probe::{AmqpProbe, PostgresProbe, Probe},
+    process::ProcessMonitor,
     revocation::RevokedSessions,
     token::{GrpcKeySource, TokenVerifier},
 };
@@ -116,7 +119,12 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
 
     let mut registry = prometheus_client::registry::Registry::default();
     fleet_kit::metrics::register_events(&mut registry);
+    fleet_kit::metrics::register_grpc(&mut registry);
+    let db_connections = DbConnections::register(&mut registry);
+    let process = Arc::new(ProcessMonitor::new());
+    registry.register_collector(Box::new(process.clone()));
     let gateway_metrics = fleet_gateway::metrics::GatewayMetrics::register(&mut registry);
+    let auth_metrics = fleet_auth::AuthMetrics::register(&mut registry);
 
     let mut tasks = tokio::task::JoinSet::new();
     let admin = crate::admin_http::serve(config.admin_listen, Arc::new(registry), shutdown.clone());
@@ -130,6 +138,7 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         };
         let listener = bind(listen, *component).await?;
         let db = open_store(&config, *component).await?;
+        db_connections.track(component.store(), &db);
         let stop = shutdown.clone();
         match component {
             Component::Users => {
@@ -158,6 +167,8 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
                     settings: config.auth.settings.clone(),
                     users: channel(&config.users.url)?,
                     revoked: revoked.clone(),
+                    sealing: Arc::new(config.auth.settings.mfa.sealing_key(&config.data_dir.join("mfa.key"))?),
+                    metrics: auth_metrics.clone(),
                 };
                 tasks.spawn(async move { ("auth", fleet_auth::serve(deps, listener, stop).await) });
             }
@@ -165,14 +176,15 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         }
     }
     if components.contains(&Component::Gateway) {
-        let mut deps = gateway_deps(
+        let deps = gateway_deps(
             &config,
             components.len() > 1,
             revoked.clone(),
             clock.clone(),
             bus.subscribe(),
+            gateway_metrics,
+            process,
         )?;
-        deps.metrics = gateway_metrics;
         let stop = shutdown.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // Pingora builds and blocks on runtimes of its own: a thread of its own.
@@ -212,6 +224,8 @@ fn gateway_deps(
     revoked: RevokedSessions,
     clock: SharedClock,
     events: tokio::sync::broadcast::Receiver<Arc<fleet_proto::events::v1::Event>>,
+    metrics: fleet_gateway::metrics::GatewayMetrics,
+    process: Arc<ProcessMonitor>,
 ) -> anyhow::Result<fleet_gateway::Deps> {
     let settings = config.gateway.clone();
     let certificate = match (&settings.tls_cert, &settings.tls_key) {
@@ -234,6 +248,43 @@ fn gateway_deps(
         clock,
         redis_url: config.redis_url.as_ref().map(|url| url.expose().to_string()),
         events: Some(events),
-        metrics: fleet_gateway::metrics::GatewayMetrics::default(),
+        metrics,
+        probes: backend_probes(config),
+        process,
     })
+}
+
+/// Probes of the PostgreSQL servers and the RabbitMQ the fleet is configured
+/// with, for the gateway's `/health/external`. Embedded stores and the
+/// in-process bus need none.
+fn backend_probes(config: &FleetConfig) -> Vec<Arc<dyn Probe>> {
+    let mut postgres: Vec<(Component, String)> = Vec::new();
+    for component in Component::STORED {
+        let own = match component {
+            Component::Auth => config.auth.service.database_url.as_ref(),
+            Component::Users => config.users.database_url.as_ref(),
+            Component::Gateway => None,
+        };
+        let url = config.database_url(own, component.store());
+        let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if is_postgres && !postgres.iter().any(|(_, seen)| *seen == url) {
+            postgres.push((component, url));
+        }
+    }
+    let shared = postgres.len() == 1;
+    let mut probes: Vec<Arc<dyn Probe>> = postgres
+        .into_iter()
+        .map(|(component, url)| {
+            let probe = PostgresProbe::new(url);
+            if shared {
+                Arc::new(probe) as Arc<dyn Probe>
+            } else {
+                Arc::new(probe.named(format!("postgresql-{}", component.store())))
+            }
+        })
+        .collect();
+    if let Some(url) = &config.amqp_url {
+        probes.push(Arc::new(AmqpProbe::new(url.expose())));
+    }
+    probes
 }

@@ -53,7 +53,7 @@ impl Default for AmqpSettings {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
-async fn connect(settings: &AmqpSettings) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(settings: &AmqpSettings) -> anyhow::Result<Connection> {
     let connecting = Connection::connect(&settings.url, ConnectionProperties::default());
     tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await

@@ -20,6 +20,10 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::SessionCreated(_) => "session.created",
         Payload::SessionRevoked(_) => "session.revoked",
         Payload::PasswordChanged(_) => "password.changed",
+        Payload::MfaEnabled(_) => "mfa.enabled",
+        Payload::MfaDisabled(_) => "mfa.disabled",
+        Payload::MfaBackupCodeUsed(_) => "mfa.backup_code_used",
+        Payload::MfaReplayRejected(_) => "mfa.replay_rejected",
     }
 }
 

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::ServingStatus;
 
-use crate::{layer::AuthLayer, token::TokenVerifier};
+use crate::{layer::AuthLayer, metered::MetricsLayer, token::TokenVerifier};
 
 /// The metadata the gateway forwards the client's address in. Services trust
 /// it as they trust every caller inside the fleet.
@@ -39,6 +39,7 @@ pub async fn serve(
     tracing::info!(?addr, ?services, "gRPC server listening");
     let routes = routes.add_service(health_service).add_service(reflection);
     Server::builder()
+        .layer(MetricsLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

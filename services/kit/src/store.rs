@@ -130,6 +130,14 @@ impl Db {
         }
     }
 
+    /// Connections checked out of the pool now.
+    pub fn connections_in_use(&self) -> usize {
+        match self {
+            Db::Postgres(pool) => (pool.size() as usize).saturating_sub(pool.num_idle()),
+            Db::Sqlite(pool) => (pool.size() as usize).saturating_sub(pool.num_idle()),
+        }
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         match self {

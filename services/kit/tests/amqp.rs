@@ -221,6 +221,18 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
             .data,
         b"\xff\xffnot protobuf"
     );
+
+    // Counted under the names the dashboard and the alerts use.
+    let mut registry = prometheus_client::registry::Registry::default();
+    fleet_kit::metrics::register_events(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        format!("events_dead_lettered_total{{queue=\"{}\"}} 1", sub.queue),
+        format!("events_consumed_total{{queue=\"{}\"}} 1", sub.queue),
+    ] {
+        assert!(text.contains(&line), "missing {line} in\n{text}");
+    }
     drop(running);
     cleanup(&settings, &sub).await;
 }

@@ -479,6 +479,10 @@ async fn logins_publish_their_audit_events(backend: TestBackend) {
             .expect("the relay publishes within seconds")
             .unwrap();
         assert_eq!(event.subject_user_id, user.id);
+        // The users service's user.created may still be on its way.
+        if event.producer == "users" {
+            continue;
+        }
         assert_eq!(event.producer, "auth");
         kinds.push(event.r#type.clone());
     }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use fleet_auth::AuthSettings;
+use fleet_auth::{AuthSettings, SealingKey};
 use fleet_kit::{
     Db,
     clock::ManualClock,
@@ -63,6 +63,10 @@ async fn channel(addr: SocketAddr) -> Channel {
 
 impl Stack {
     pub async fn start(backend: TestBackend) -> Option<Stack> {
+        Self::start_with(backend, AuthSettings::default()).await
+    }
+
+    pub async fn start_with(backend: TestBackend, settings: AuthSettings) -> Option<Stack> {
         let users_database = database(backend).await?;
         let auth_database = database(backend).await?;
         let users_db = Db::connect(&users_database.url, "users").await.unwrap();
@@ -99,9 +103,11 @@ impl Stack {
             events: Some(bus.subscribe()),
             clock: Arc::new(clock.clone()),
             tokens: TokenSettings::default(),
-            settings: AuthSettings::default(),
+            settings,
             users: lazy(users_addr),
             revoked,
+            sealing: Arc::new(SealingKey::from_base64(&SealingKey::generate_base64().unwrap()).unwrap()),
+            metrics: Default::default(),
         };
         tokio::spawn(fleet_auth::serve(auth_deps, auth_listener, shutdown.clone()));
 

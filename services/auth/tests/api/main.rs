@@ -5,5 +5,6 @@
 
 mod auth_flow;
 mod helpers;
+mod mfa;
 mod store;
 mod users_api;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use fleet_auth::store::{
-    AuthStore, NewSession, Revocation, Revoke, RevokeReason, Rotation, SigningKeyRecord, auth_store,
+    AuthStore, Counter, NewSession, Revocation, Revoke, RevokeReason, Rotation, SigningKeyRecord, auth_store,
 };
 use fleet_kit::{
     Db, SystemClock, backend_tests,
@@ -59,24 +59,45 @@ async fn attempts_are_counted_by_compare_and_set(backend: TestBackend) {
         .insert_credentials(user, "$argon2id$hash", Utc::now())
         .await
         .unwrap();
-    assert!(f.store.count_attempt(user, 0, 1, None, Utc::now()).await.unwrap());
-    assert!(
-        !f.store.count_attempt(user, 0, 1, None, Utc::now()).await.unwrap(),
-        "a stale count loses"
-    );
-    let until = Utc::now() + Duration::seconds(30);
-    assert!(
-        f.store
-            .count_attempt(user, 1, 2, Some(until), Utc::now())
-            .await
-            .unwrap()
-    );
-    let creds = f.store.credentials(user).await.unwrap().unwrap();
-    assert_eq!(creds.failed_count, 2);
-    assert_eq!(creds.locked_until.map(|t| t.timestamp()), Some(until.timestamp()));
-    assert!(f.store.clear_failures(user, Utc::now()).await.unwrap());
-    let creds = f.store.credentials(user).await.unwrap().unwrap();
-    assert_eq!((creds.failed_count, creds.locked_until), (0, None));
+    for counter in [Counter::Password, Counter::SecondFactor] {
+        let other = if counter == Counter::Password {
+            Counter::SecondFactor
+        } else {
+            Counter::Password
+        };
+        assert!(
+            f.store
+                .count_attempt(user, counter, 0, 1, None, Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !f.store
+                .count_attempt(user, counter, 0, 1, None, Utc::now())
+                .await
+                .unwrap(),
+            "a stale count loses"
+        );
+        let until = Utc::now() + Duration::seconds(30);
+        assert!(
+            f.store
+                .count_attempt(user, counter, 1, 2, Some(until), Utc::now())
+                .await
+                .unwrap()
+        );
+        let creds = f.store.credentials(user).await.unwrap().unwrap();
+        assert_eq!(creds.failures(counter).0, 2);
+        assert_eq!(
+            creds.failures(counter).1.map(|t| t.timestamp()),
+            Some(until.timestamp())
+        );
+        assert_eq!(creds.failures(other), (0, None), "the counters are apart");
+        assert!(f.store.clear_failures(user, &[other], Utc::now()).await.unwrap());
+        assert_eq!(f.store.credentials(user).await.unwrap().unwrap().failures(counter).0, 2);
+        assert!(f.store.clear_failures(user, &[counter], Utc::now()).await.unwrap());
+        let creds = f.store.credentials(user).await.unwrap().unwrap();
+        assert_eq!(creds.failures(counter), (0, None));
+    }
 }
 
 async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(backend: TestBackend) {

@@ -126,7 +126,7 @@ impl Fleet {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().cloned())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("fleet.log")).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
@@ -166,6 +166,11 @@ impl Fleet {
     pub async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.admin);
         reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
+    /// Everything the process has logged so far (JSON lines on stdout).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fleet.log")).unwrap()
     }
 
     pub fn data_dir(&self) -> PathBuf {

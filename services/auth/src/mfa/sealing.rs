@@ -1,0 +1,221 @@
+//! The key that protects second factors at rest: TOTP secrets and phone
+//! numbers are sealed with AES-256-GCM (bound to their user), and one-time
+//! codes are kept only as keyed hashes (HMAC-SHA-256), so that a copy of the
+//! database alone yields neither secrets nor codes.
+
+use std::{fs, io::Write, path::Path};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use ring::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    hkdf, hmac,
+    rand::{SecureRandom, SystemRandom},
+};
+use uuid::Uuid;
+
+/// Length of the configured key material.
+pub const KEY_LEN: usize = 32;
+/// The version byte in front of every sealed value.
+const SEALED_V1: u8 = 1;
+
+/// Seals secrets and hashes codes.
+pub struct SealingKey {
+    aead: LessSafeKey,
+    mac: hmac::Key,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey(***)")
+    }
+}
+
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn derive(prk: &hkdf::Prk, label: &[u8]) -> anyhow::Result<[u8; KEY_LEN]> {
+    let mut out = [0u8; KEY_LEN];
+    let info = [label];
+    prk.expand(&info, Len(KEY_LEN))
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| anyhow::anyhow!("deriving a key"))?;
+    Ok(out)
+}
+
+impl SealingKey {
+    /// A key from 32 bytes of key material; the encryption and the hashing
+    /// keys are derived from it separately (HKDF-SHA-256).
+    pub fn from_bytes(material: &[u8]) -> anyhow::Result<Self> {
+        if material.len() != KEY_LEN {
+            bail!("the MFA key must be {KEY_LEN} bytes, not {}", material.len());
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"fleet-auth-mfa").extract(material);
+        let aead = UnboundKey::new(&AES_256_GCM, &derive(&prk, b"seal")?)
+            .map_err(|_| anyhow::anyhow!("building the sealing key"))?;
+        Ok(Self {
+            aead: LessSafeKey::new(aead),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, b"hash")?),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A key from its configured form: base64 of 32 bytes.
+    pub fn from_base64(encoded: &str) -> anyhow::Result<Self> {
+        let material = STANDARD
+            .decode(encoded.trim())
+            .context("the MFA key is not valid base64")?;
+        Self::from_bytes(&material)
+    }
+
+    /// A fresh random key, in its configured form.
+    pub fn generate_base64() -> anyhow::Result<String> {
+        let mut material = [0u8; KEY_LEN];
+        SystemRandom::new()
+            .fill(&mut material)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        Ok(STANDARD.encode(material))
+    }
+
+    /// The key kept in `path`, created (readable by its owner only) when the
+    /// file does not exist yet. For single-host setups without a configured key.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
+        match fs::read_to_string(path) {
+            Ok(encoded) => Self::from_base64(&encoded).with_context(|| format!("reading {}", path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let encoded = Self::generate_base64()?;
+                let mut options = fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options
+                    .open(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                file.write_all(encoded.as_bytes())?;
+                file.sync_all()?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "generated an MFA key for this host; configure auth.mfa.encryption_key for replicas"
+                );
+                Self::from_base64(&encoded)
+            }
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Encrypts `plain` for `user`: version, nonce, ciphertext and tag.
+    pub fn seal(&self, user: Uuid, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
+        out.push(SEALED_V1);
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        self.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(user.as_bytes()),
+                &mut body,
+            )
+            .map_err(|_| anyhow::anyhow!("sealing a secret"))?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Decrypts what [`Self::seal`] made for the same user.
+    pub fn open(&self, user: Uuid, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let Some((&SEALED_V1, rest)) = sealed.split_first() else {
+            bail!("unknown sealed-secret format");
+        };
+        if rest.len() < NONCE_LEN {
+            bail!("sealed secret too short");
+        }
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
+        let mut body = body.to_vec();
+        let plain = self
+            .aead
+            .open_in_place(nonce, Aad::from(user.as_bytes()), &mut body)
+            .map_err(|_| anyhow::anyhow!("a sealed secret does not open with the configured MFA key"))?;
+        Ok(plain.to_vec())
+    }
+
+    /// The keyed hash of a one-time code of `user` for `purpose`.
+    pub fn code_hash(&self, purpose: &str, user: Uuid, code: &str) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(purpose.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(user.as_bytes());
+        ctx.update(code.as_bytes());
+        ctx.sign().as_ref().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SealingKey {
+        SealingKey::from_base64(&SealingKey::generate_base64().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_user_and_key() {
+        let k = key();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let sealed = k.seal(alice, b"secret").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(k.open(alice, &sealed).unwrap(), b"secret");
+        assert!(k.open(bob, &sealed).is_err(), "bound to its user");
+        assert!(key().open(alice, &sealed).is_err(), "bound to its key");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(k.open(alice, &tampered).is_err());
+        assert_ne!(k.seal(alice, b"secret").unwrap(), sealed, "fresh nonce each time");
+    }
+
+    #[test]
+    fn code_hashes_depend_on_key_user_and_purpose() {
+        let k = key();
+        let user = Uuid::now_v7();
+        let h = k.code_hash("backup", user, "abcd");
+        assert_eq!(h, k.code_hash("backup", user, "abcd"));
+        assert_ne!(h, k.code_hash("sms", user, "abcd"));
+        assert_ne!(h, k.code_hash("backup", Uuid::now_v7(), "abcd"));
+        assert_ne!(h, key().code_hash("backup", user, "abcd"));
+    }
+
+    #[test]
+    fn bad_key_material_is_refused() {
+        assert!(SealingKey::from_base64("not base64!").is_err());
+        assert!(SealingKey::from_bytes(&[0; 16]).is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_created_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/mfa.key");
+        let user = Uuid::now_v7();
+        let sealed = SealingKey::load_or_create(&path).unwrap().seal(user, b"x").unwrap();
+        assert_eq!(
+            SealingKey::load_or_create(&path).unwrap().open(user, &sealed).unwrap(),
+            b"x"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+}
