@@ -284,9 +284,7 @@ async fn an_unreachable_upstream_is_503() {
 async fn a_missed_deadline_is_504() {
     // Every upstream is up: login hashes a password (tens of milliseconds)
     // against a 1 ms deadline, so only the deadline can end it.
-    let fleet =
-        Fleet::start_with(&[("FLEET_GATEWAY__ROUTE_TIMEOUTS_MS", "{\"/api/v1/auth/login\" = 1}")])
-            .await;
+    let fleet = Fleet::start_with(&[("FLEET_GATEWAY__ROUTE_TIMEOUTS_MS", "{\"/api/v1/auth/login\" = 1}")]).await;
     let api = Api::new(&fleet, Proto::Http1);
     let login = json!({"email": "ada@example.com", "password": "not important at all"});
     let late = api.call(Method::POST, "/api/v1/auth/login", None, Some(login)).await;
