@@ -21,6 +21,7 @@ use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
+use tracing::Instrument;
 
 use crate::redis_link::RedisLink;
 
@@ -322,9 +323,18 @@ impl ResponseCache {
 
     /// Applies a domain event.
     pub async fn apply(&self, event: &Event) {
-        for tag in tags_of(event) {
-            self.invalidate(&tag).await;
+        let tags = tags_of(event);
+        if tags.is_empty() {
+            return;
         }
+        let span = fleet_kit::trace::event_span("gateway.cache", event);
+        async {
+            for tag in tags {
+                self.invalidate(&tag).await;
+            }
+        }
+        .instrument(span)
+        .await;
     }
 
     /// The single-flight lock of a key: the first caller holds it while it

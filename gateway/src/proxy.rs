@@ -21,6 +21,7 @@ use pingora::{
     prelude::{HttpPeer, ProxyHttp, Session},
     protocols::ALPN,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -36,7 +37,7 @@ use crate::{
 };
 
 /// The request id header.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use fleet_kit::grpc::REQUEST_ID_HEADER;
 
 /// The gateway: routes, upstreams, verifier and settings.
 pub struct Gateway {
@@ -63,7 +64,7 @@ pub struct Gateway {
 }
 
 /// Per-request state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestContext {
     /// The request id, propagated or generated.
     pub request_id: String,
@@ -83,6 +84,10 @@ pub struct RequestContext {
     pub rate: Option<Decision>,
     /// When the request arrived.
     pub started: Option<std::time::Instant>,
+    /// The request's span: a child of the client's `traceparent`, if any.
+    pub span: tracing::Span,
+    /// Why the request failed, for the one log line that says so.
+    pub failure: Option<String>,
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -170,7 +175,9 @@ impl Gateway {
         Ok(true)
     }
 
-    async fn problem(&self, session: &mut Session, ctx: &RequestContext, problem: &Problem) -> Answer {
+    async fn problem(&self, session: &mut Session, ctx: &mut RequestContext, problem: &Problem) -> Answer {
+        ctx.failure
+            .get_or_insert_with(|| format!("{}: {}", problem.code, problem.detail));
         let mut extra = Vec::new();
         if problem.status == 401 {
             let error = if ctx.identity.is_none() && header_str(session, "authorization").is_some() {
@@ -193,7 +200,7 @@ impl Gateway {
             .await
     }
 
-    async fn redirect_to_https(&self, session: &mut Session, ctx: &RequestContext) -> Answer {
+    async fn redirect_to_https(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
         let host = header_str(session, "host")
             .map(str::to_string)
             .or_else(|| session.req_header().uri.host().map(str::to_string));
@@ -242,7 +249,7 @@ impl Gateway {
             .then(|| origin.to_string())
     }
 
-    async fn preflight(&self, session: &mut Session, ctx: &RequestContext) -> Answer {
+    async fn preflight(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
         if ctx.cors_origin.is_none() {
             return self
                 .problem(session, ctx, &Problem::new(403, "cors_denied", "origin not allowed"))
@@ -275,6 +282,9 @@ impl Gateway {
         };
         match self.verifier.verify(token).await {
             Ok(identity) => {
+                if let Some(user) = identity.user_id() {
+                    ctx.span.record("user_id", tracing::field::display(user));
+                }
                 ctx.identity = Some(identity);
                 Ok(())
             }
@@ -373,6 +383,7 @@ impl Gateway {
             }
         };
         ctx.endpoint = route.template.as_str().to_string();
+        ctx.span.record("route", ctx.endpoint.as_str());
         let authenticated = self.authenticate(session, ctx).await;
         if let Err(problem) = self.limit(ctx).await {
             return self.problem(session, ctx, &problem).await;
@@ -435,16 +446,27 @@ impl Gateway {
             ("user-agent", header_str(session, "user-agent").unwrap_or_default()),
         ];
         let service = route.rpc.parent_service().full_name().to_string();
+        let grpc_path = route.grpc_path();
+        let call = tracing::info_span!(
+            parent: &ctx.span,
+            "upstream",
+            otel.name = grpc_path.trim_start_matches('/'),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = route.rpc.name(),
+        );
         let answer = self
             .upstreams
             .unary(
                 &service,
-                &route.grpc_path(),
+                &grpc_path,
                 message,
                 route.rpc.output(),
                 metadata(&pairs),
                 self.settings.timeout_for(route.template.as_str()),
             )
+            .instrument(call)
             .await;
         match answer {
             Ok(_) if transcode::is_empty_message(&route.rpc.output()) => {
@@ -458,7 +480,7 @@ impl Gateway {
                     _ => self.json(session, ctx, route.success_status, json).await,
                 },
                 Err(err) => {
-                    tracing::error!(error = %err, endpoint = ctx.endpoint, "could not encode an answer");
+                    ctx.failure = Some(format!("encoding the answer of {grpc_path}: {err}"));
                     self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
                         .await
                 }
@@ -467,12 +489,7 @@ impl Gateway {
                 let code = crate::problem::http_status(status.code()).1.to_string();
                 let labels = crate::metrics::UpstreamLabels { service, code };
                 self.metrics.upstream_errors.get_or_create(&labels).inc();
-                if matches!(
-                    status.code(),
-                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
-                ) {
-                    tracing::error!(code = ?status.code(), message = status.message(), endpoint = ctx.endpoint, request_id = ctx.request_id, "upstream failed");
-                }
+                ctx.failure = Some(format!("{grpc_path}: {}", crate::upstream::describe(&status)));
                 self.problem(session, ctx, &Problem::from_status(&status)).await
             }
         }
@@ -481,7 +498,7 @@ impl Gateway {
     async fn store_and_respond(
         &self,
         session: &mut Session,
-        ctx: &RequestContext,
+        ctx: &mut RequestContext,
         key: &CacheKey,
         json: Vec<u8>,
         bypass: bool,
@@ -540,28 +557,16 @@ impl Gateway {
             } else {
                 tonic::Code::Unauthenticated
             };
+            ctx.failure = Some(format!("{}: {}", problem.code, problem.detail));
             return self.grpc_error(session, ctx, code, &problem.detail).await;
         }
         ctx.passthrough = Some(authority);
         Ok(false)
     }
-}
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestContext;
-
-    fn new_ctx(&self) -> Self::CTX {
-        RequestContext {
-            started: Some(std::time::Instant::now()),
-            ..RequestContext::default()
-        }
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
-        ctx.request_id = header_str(session, REQUEST_ID_HEADER)
-            .filter(|id| valid_request_id(id))
-            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+    /// Routes a request: redirect, limits on headers, gRPC pass-through,
+    /// preflight, built-in endpoints, or a REST route.
+    async fn route(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.cors_origin = self.allowed_origin(session);
         ctx.client_ip = Some(client_ip(
@@ -612,6 +617,46 @@ impl ProxyHttp for Gateway {
             _ => self.rest(session, ctx).await,
         }
     }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestContext {
+            request_id: String::new(),
+            tls: false,
+            endpoint: String::new(),
+            identity: None,
+            passthrough: None,
+            cors_origin: None,
+            client_ip: None,
+            rate: None,
+            started: Some(std::time::Instant::now()),
+            span: tracing::Span::none(),
+            failure: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
+        ctx.request_id = header_str(session, REQUEST_ID_HEADER)
+            .filter(|id| valid_request_id(id))
+            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+        ctx.span = tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            request_id = ctx.request_id,
+            route = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+        );
+        fleet_kit::trace::continue_from_headers(&ctx.span, &session.req_header().headers);
+        let method = session.req_header().method.as_str().to_string();
+        fleet_kit::trace::set_attribute(&ctx.span, "http.request.method", method);
+        let span = ctx.span.clone();
+        self.route(session, ctx).instrument(span).await
+    }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<Box<HttpPeer>> {
         let Some(authority) = &ctx.passthrough else {
@@ -632,6 +677,10 @@ impl ProxyHttp for Gateway {
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         upstream.insert_header(CLIENT_IP_HEADER, ip)?;
+        // The service continues the trace (replacing whatever the client sent).
+        for (name, value) in fleet_kit::trace::headers_of(&ctx.span) {
+            upstream.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -664,16 +713,22 @@ impl ProxyHttp for Gateway {
         if let Err(err) = answered {
             tracing::debug!(error = %err, "could not answer a failed proxy request");
         }
-        tracing::warn!(error = %error, endpoint = ctx.endpoint, request_id = ctx.request_id, "proxying failed");
+        ctx.failure = Some(format!(
+            "proxying to {}: {error}",
+            ctx.passthrough.as_deref().unwrap_or("the upstream")
+        ));
         pingora::proxy::FailToProxy {
             error_code: 502,
             can_reuse_downstream: false,
         }
     }
 
+    /// The one log line of every request, inside its span (so it carries the
+    /// request id, route, user id and trace ids): at error level with the
+    /// cause when the gateway or a service failed, at info otherwise.
     async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let method = session.req_header().method.as_str().to_string();
+        let method = session.req_header().method.as_str();
         // A request that ended before routing (a broken connection) shares one label.
         let endpoint = if ctx.endpoint.is_empty() {
             "unknown"
@@ -681,16 +736,24 @@ impl ProxyHttp for Gateway {
             ctx.endpoint.as_str()
         };
         let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        self.metrics.request(&method, endpoint, status, seconds);
-        tracing::info!(
-            request_id = ctx.request_id,
-            method = %session.req_header().method,
-            endpoint = ctx.endpoint,
-            status,
-            user_id = ctx.identity.as_ref().and_then(Identity::user_id).map(|id| id.to_string()),
-            error = error.map(|e| e.to_string()),
-            "request"
-        );
+        self.metrics.request(method, endpoint, status, seconds);
+        let span = std::mem::replace(&mut ctx.span, tracing::Span::none());
+        fleet_kit::trace::rename(&span, format!("{method} {endpoint}"));
+        span.record("route", endpoint);
+        fleet_kit::trace::set_attribute(&span, "http.response.status_code", i64::from(status));
+        let _inside = span.enter();
+        let cause = match (&ctx.failure, error) {
+            (Some(failure), Some(error)) => Some(format!("{failure}; {error}")),
+            (Some(failure), None) => Some(failure.clone()),
+            (None, Some(error)) => Some(error.to_string()),
+            (None, None) => None,
+        };
+        if status >= 500 || (status == 0 && cause.is_some()) {
+            span.record("otel.status_code", "ERROR");
+            tracing::error!(method, status, cause, seconds, "request failed");
+        } else {
+            tracing::info!(method, status, cause, seconds, "request");
+        }
     }
 }
 

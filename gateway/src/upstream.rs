@@ -84,12 +84,16 @@ impl Upstreams {
     ) -> Result<DynamicMessage, Status> {
         let channel = self.channel(service).await?;
         let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("{service} unavailable: {e}")))?;
+        grpc.ready().await.map_err(|e| {
+            // The client hears which service; the cause is for the log.
+            let mut status = Status::unavailable(format!("{service} unavailable"));
+            status.set_source(std::sync::Arc::new(e));
+            status
+        })?;
         let path = PathAndQuery::from_str(grpc_path).map_err(|e| Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(request);
         *request.metadata_mut() = metadata;
+        fleet_kit::trace::inject_metadata(request.metadata_mut());
         // The service learns the deadline; the gateway enforces it itself,
         // so that running out is DEADLINE_EXCEEDED rather than CANCELLED.
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -103,10 +107,27 @@ impl Upstreams {
             Ok(Ok(answer)) => Ok(answer.into_inner()),
             // tonic servers answer an expired grpc-timeout with CANCELLED.
             Ok(Err(status)) if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout => Err(late()),
+            // A status tonic made of a transport failure carries its cause as
+            // the source: the client hears only which service failed.
+            Ok(Err(status)) if std::error::Error::source(&status).is_some() => {
+                let mut local = Status::new(status.code(), format!("{service} unavailable"));
+                local.set_source(std::sync::Arc::new(status));
+                Err(local)
+            }
             Ok(Err(status)) => Err(status),
             Err(_) => Err(late()),
         }
     }
+}
+
+/// A failed call for the log: its code, its message and what caused it.
+pub fn describe(status: &Status) -> String {
+    let mut text = format!("{}: {}", fleet_kit::metrics::code_name(status.code()), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&fleet_kit::telemetry::cause_chain(source));
+    }
+    text
 }
 
 /// Metadata for an upstream call; empty values and values that are not

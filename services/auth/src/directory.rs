@@ -45,6 +45,8 @@ impl Interceptor for ServiceCredentials {
             .parse()
             .map_err(|_| Status::internal("service token is not a header value"))?;
         request.metadata_mut().insert("authorization", value);
+        // The users service continues the trace of the call being answered.
+        fleet_kit::trace::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }

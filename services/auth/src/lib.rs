@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::broadcast};
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Channel};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use api::{AuthApi, AuthGrpc};
@@ -199,7 +200,8 @@ async fn follow_deletions(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc
                 let Ok(user_id) = Uuid::parse_str(&event.subject_user_id) else {
                     continue;
                 };
-                if let Err(err) = api.forget_user(user_id).await {
+                let span = fleet_kit::trace::event_span("auth.deletions", &event);
+                if let Err(err) = api.forget_user(user_id).instrument(span).await {
                     tracing::error!(%user_id, error = format!("{err:#}"), "could not forget a deleted user");
                 }
             }

@@ -38,6 +38,15 @@ impl Component {
     /// The components that own a store.
     pub const STORED: [Component; 2] = [Component::Users, Component::Auth];
 
+    /// The name of the component, as `--target` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Gateway => "gateway",
+            Component::Auth => "auth",
+            Component::Users => "users",
+        }
+    }
+
     /// The name of the component, and of its store (schema or SQLite file).
     pub fn store(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ mod admin_http;
 mod components;
 mod config;
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -61,14 +61,28 @@ enum UserCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: FleetConfig = fleet_kit::config::load(cli.config.as_deref(), std::env::vars())
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config: FleetConfig = fleet_kit::config::load(cli.config.as_deref(), env.clone())
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    fleet_kit::telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(dispatch(cli.command, config))
+    let service_name = match &cli.command {
+        Command::Run {
+            target: Some(component),
+        } => format!("fleet-{}", component.name()),
+        _ => "fleet".to_string(),
+    };
+    let trace = fleet_kit::telemetry::TraceConfig::from_env(&env, &service_name);
+    // The trace exporter's channel lives on the runtime: build it inside.
+    let telemetry = {
+        let _inside = runtime.enter();
+        fleet_kit::telemetry::init(&config.log, &trace)
+    };
+    let result = runtime.block_on(dispatch(cli.command, config));
+    telemetry.shutdown();
+    result
 }
 
 async fn dispatch(command: Command, config: FleetConfig) -> anyhow::Result<()> {

@@ -25,6 +25,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::events::{EventPublisher, InProcessBus};
 
@@ -409,48 +410,71 @@ async fn consume_once(
             }
         };
         trace_headers(delivery.properties.headers().as_ref(), &mut event);
-        if processed.seen(&event.id).await? {
+        let span = crate::trace::event_span(&sub.queue, &event);
+        handle_delivery(delivery, &event, sub, handler, processed)
+            .instrument(span)
+            .await?;
+    }
+}
+
+/// Handles one decoded delivery: skips what was processed already, retries
+/// transient failures, acknowledges or dead-letters.
+async fn handle_delivery(
+    delivery: lapin::message::Delivery,
+    event: &Event,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    processed: &dyn ProcessedEvents,
+) -> anyhow::Result<()> {
+    let queue_label = crate::metrics::QueueLabels {
+        queue: sub.queue.clone(),
+    };
+    let dead_letter = BasicNackOptions {
+        requeue: false,
+        ..BasicNackOptions::default()
+    };
+    if processed.seen(&event.id).await? {
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acknowledging")?;
+        return Ok(());
+    }
+    let mut attempt = 1;
+    let outcome = loop {
+        match handler.handle(event).await {
+            Ok(()) => break Ok(()),
+            Err(HandleError::Retry(err)) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    event_id = event.id,
+                    attempt,
+                    error = format!("{err:#}"),
+                    "event handling failed; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+                attempt += 1;
+            }
+            Err(err) => break Err(err),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            processed.remember(&event.id).await?;
             delivery
                 .acker
                 .ack(BasicAckOptions::default())
                 .await
                 .context("acknowledging")?;
-            continue;
+            crate::metrics::events().consumed.get_or_create(&queue_label).inc();
         }
-        let mut attempt = 1;
-        let outcome = loop {
-            match handler.handle(&event).await {
-                Ok(()) => break Ok(()),
-                Err(HandleError::Retry(err)) if attempt < ATTEMPTS => {
-                    tracing::warn!(
-                        event_id = event.id,
-                        attempt,
-                        error = format!("{err:#}"),
-                        "event handling failed; retrying"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
-                    attempt += 1;
-                }
-                Err(err) => break Err(err),
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                processed.remember(&event.id).await?;
-                delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .context("acknowledging")?;
-                crate::metrics::events().consumed.get_or_create(&queue_label).inc();
-            }
-            Err(err) => {
-                tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
-                delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
-                crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
-            }
+        Err(err) => {
+            tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
+            delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+            crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
         }
     }
+    Ok(())
 }
 
 /// Hands every event to this process's in-process bus: with RabbitMQ, one

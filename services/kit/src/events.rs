@@ -27,14 +27,16 @@ pub fn event_type(payload: &Payload) -> &'static str {
     }
 }
 
-/// A new event about `subject` (a user id), produced by `producer` at `at`.
+/// A new event about `subject` (a user id), produced by `producer` at `at`,
+/// carrying the trace context of the span it is made in, so that its
+/// consumers continue the request's trace.
 pub fn new_event(producer: &str, subject: Option<Uuid>, at: DateTime<Utc>, payload: Payload) -> Event {
     Event {
         id: Uuid::now_v7().to_string(),
         r#type: event_type(&payload).to_string(),
         occurred_at: Some(crate::time::to_timestamp(at)),
         subject_user_id: subject.map(|s| s.to_string()).unwrap_or_default(),
-        trace_context: Default::default(),
+        trace_context: crate::trace::current_context(),
         producer: producer.to_string(),
         payload: Some(payload),
     }

@@ -10,11 +10,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::ServingStatus;
 
-use crate::{layer::AuthLayer, metered::MetricsLayer, token::TokenVerifier};
+use crate::{layer::AuthLayer, observed::ObserveLayer, token::TokenVerifier};
 
 /// The metadata the gateway forwards the client's address in. Services trust
 /// it as they trust every caller inside the fleet.
 pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
+
+/// The request id the gateway gives every request and forwards to services.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Serves `routes` on `listener` until `shutdown` resolves. `services` are the
 /// fully-qualified names reported as SERVING through grpc.health.v1.
@@ -39,7 +42,7 @@ pub async fn serve(
     tracing::info!(?addr, ?services, "gRPC server listening");
     let routes = routes.add_service(health_service).add_service(reflection);
     Server::builder()
-        .layer(MetricsLayer)
+        .layer(ObserveLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -75,6 +75,10 @@ where
                 };
                 match verifier.verify(token).await {
                     Ok(identity) => {
+                        if let Some(user) = identity.user_id() {
+                            // The call's span (opened by the observing layer) names the caller.
+                            tracing::Span::current().record("user_id", tracing::field::display(user));
+                        }
                         request.extensions_mut().insert(identity);
                     }
                     Err(err) => return Ok(Status::from(err).into_http()),

@@ -12,8 +12,8 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod layer;
-pub mod metered;
 pub mod metrics;
+pub mod observed;
 pub mod outbox;
 pub mod probe;
 pub mod process;
@@ -25,6 +25,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod token;
+pub mod trace;
 
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use secret::Secret;

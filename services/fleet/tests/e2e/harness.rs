@@ -24,6 +24,16 @@ pub struct Fleet {
     users_port: u16,
     cert: Option<PathBuf>,
     env: Vec<(String, String)>,
+    /// The one component this process runs, if not all of them.
+    target: Option<String>,
+}
+
+/// The production shape: users, auth and the gateway each in a process of
+/// its own (`fleet run --target ...`).
+pub struct Split {
+    pub users: Fleet,
+    pub auth: Fleet,
+    pub gateway: Fleet,
 }
 
 impl Drop for Fleet {
@@ -103,6 +113,30 @@ impl Fleet {
         .await
     }
 
+    /// Users, auth and a gateway as three processes sharing `extra`; the
+    /// gateway's certificate is made for the occasion.
+    pub async fn split(extra: &[(&str, &str)]) -> Split {
+        let (auth_port, users_port) = (free_port(), free_port());
+        let users = Self::launch(&["run", "--target", "users"], auth_port, users_port, None, extra).await;
+        let auth = Self::launch(&["run", "--target", "auth"], auth_port, users_port, None, extra).await;
+        let tls = fleet_gateway::tls::development_certificate(&users.data_dir().join("tls")).unwrap();
+        let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+        let mut env = vec![
+            ("FLEET_GATEWAY__TLS_CERT", cert.as_str()),
+            ("FLEET_GATEWAY__TLS_KEY", key.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let gateway = Self::launch(
+            &["run", "--target", "gateway"],
+            auth_port,
+            users_port,
+            Some(tls.cert.clone()),
+            &env,
+        )
+        .await;
+        Split { users, auth, gateway }
+    }
+
     async fn launch(args: &[&str], auth: u16, users: u16, cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let (https, http, admin) = (free_port(), free_port(), free_port());
@@ -140,6 +174,11 @@ impl Fleet {
             users_port: users,
             cert,
             env,
+            target: args
+                .iter()
+                .position(|a| *a == "--target")
+                .and_then(|i| args.get(i + 1))
+                .map(|t| (*t).to_string()),
         };
         fleet.wait_ready().await;
         fleet
@@ -150,11 +189,18 @@ impl Fleet {
         loop {
             assert!(self.child.try_wait().unwrap().is_none(), "fleet run exited early");
             // Straight to the services, so readiness spends no rate-limit budget.
-            let services_up = serving(self.auth_port).await && serving(self.users_port).await;
-            if services_up && self.cert_path().exists() {
-                let health = self.client(Proto::Http1).get(self.url("/health")).send().await;
-                if health.is_ok_and(|r| r.status() == 200) {
-                    return;
+            match self.target.as_deref() {
+                Some("users") if serving(self.users_port).await => return,
+                Some("auth") if serving(self.auth_port).await => return,
+                Some("users" | "auth") => {}
+                _ => {
+                    let services_up = serving(self.auth_port).await && serving(self.users_port).await;
+                    if services_up && self.cert_path().exists() {
+                        let health = self.client(Proto::Http1).get(self.url("/health")).send().await;
+                        if health.is_ok_and(|r| r.status() == 200) {
+                            return;
+                        }
+                    }
                 }
             }
             assert!(Instant::now() < deadline, "fleet did not become ready");

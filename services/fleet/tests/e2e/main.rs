@@ -13,3 +13,4 @@ mod openapi;
 mod ratelimit;
 mod rest;
 mod security;
+mod traces;

@@ -1,4 +1,7 @@
-//! The tower layer that measures every gRPC call a service answers:
+//! The tower layer that observes every gRPC call a service answers. It
+//! opens the call's span, a child of the caller's `traceparent`, with the
+//! request id and (filled in by the authentication layer) the user id, so
+//! that everything logged while answering carries them; and it measures
 //! `grpc_server_handled_total{service,method,code}` and
 //! `grpc_server_handling_seconds{service,method}`, timed to the end of the
 //! answer (streams included) and labelled with the status the client saw,
@@ -14,36 +17,37 @@ use std::{
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::{Instrument, Span};
 
 use crate::metrics::{GrpcLabels, GrpcMethodLabels, code_name, grpc};
 
-/// Adds [`Metered`] around a service.
+/// Adds [`Observed`] around a service.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
+pub struct ObserveLayer;
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metered<S>;
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metered { inner }
+        Observed { inner }
     }
 }
 
-/// Counts and times each call of the inner service.
+/// Traces, counts and times each call of the inner service.
 #[derive(Debug, Clone)]
-pub struct Metered<S> {
+pub struct Observed<S> {
     inner: S,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, R> Service<http::Request<B>> for Metered<S>
+impl<S, B, R> Service<http::Request<B>> for Observed<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
     R: Body + Unpin,
 {
-    type Response = http::Response<MeteredBody<R>>;
+    type Response = http::Response<ObservedBody<R>>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -52,9 +56,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = Call::start(request.uri().path());
-        let answer = self.inner.call(request);
-        Box::pin(async move {
+        let call = Call::start(&request);
+        let span = call.span.clone();
+        let answer = span.in_scope(|| self.inner.call(request));
+        let answer = async move {
             let response = answer.await?;
             let mut call = Some(call);
             // A trailers-only answer (every error tonic raises before the
@@ -64,8 +69,9 @@ where
             {
                 call.finish(code);
             }
-            Ok(response.map(|inner| MeteredBody { inner, call }))
-        })
+            Ok(response.map(|inner| ObservedBody { inner, call }))
+        };
+        Box::pin(answer.instrument(span))
     }
 }
 
@@ -75,25 +81,49 @@ fn status(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_bytes(value.as_bytes()))
 }
 
-/// One call being answered.
+/// One call being answered; its span ends when the call is finished.
 #[derive(Debug)]
 struct Call {
     service: String,
     method: String,
     started: Instant,
+    span: Span,
 }
 
 impl Call {
-    fn start(path: &str) -> Self {
-        let (service, method) = split_path(path).unwrap_or(("unknown", "unknown"));
+    fn start<B>(request: &http::Request<B>) -> Self {
+        let (service, method) = split_path(request.uri().path()).unwrap_or(("unknown", "unknown"));
+        let request_id = request
+            .headers()
+            .get(crate::grpc::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = format!("{service}/{method}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id,
+            user_id = tracing::field::Empty,
+        );
+        crate::trace::continue_from_headers(&span, request.headers());
         Self {
             service: service.to_string(),
             method: method.to_string(),
             started: Instant::now(),
+            span,
         }
     }
 
     fn finish(self, code: Code) {
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if server_fault(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
         // Paths nobody serves share one label, so that callers cannot
         // create series at will.
         let (service, method) = if code == Code::Unimplemented {
@@ -120,6 +150,20 @@ impl Call {
     }
 }
 
+/// The codes that mean the server failed, not the caller (OpenTelemetry's
+/// conventions for gRPC servers).
+fn server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 /// `/package.Service/Method` → (`package.Service`, `Method`).
 fn split_path(path: &str) -> Option<(&str, &str)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
@@ -130,12 +174,12 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 /// The answer's body, which records the call when its trailers pass (or
 /// when it is dropped unfinished: the client went away).
 #[derive(Debug)]
-pub struct MeteredBody<B> {
+pub struct ObservedBody<B> {
     inner: B,
     call: Option<Call>,
 }
 
-impl<B: Body + Unpin> Body for MeteredBody<B> {
+impl<B: Body + Unpin> Body for ObservedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -165,7 +209,7 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
     }
 }
 
-impl<B> Drop for MeteredBody<B> {
+impl<B> Drop for ObservedBody<B> {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
             call.finish(Code::Cancelled);
