@@ -7,7 +7,7 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 use crate::harness::{Api, Fleet, Proto};
 
 /// A users client on the gateway's plain listener (not the service's own port).
-async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
+pub(crate) async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
         .unwrap()
         .connect()
@@ -16,7 +16,7 @@ async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
     UsersServiceClient::new(channel)
 }
 
-fn authed<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
     request.metadata_mut().insert("authorization", value);

@@ -2,7 +2,8 @@
 //! collector (a tonic server on 127.0.0.1:0). One REST login is one trace
 //! across the gateway, auth and users, continued by the consumers of the
 //! events it published; the logs carry its ids; a failed request is logged
-//! once, at the edge, with its cause.
+//! once, at the edge, with its cause; a gRPC client's traceparent is
+//! continued through the pass-through.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,6 +12,7 @@ use std::{
 };
 
 use fleet_kit::testing::backend_available;
+use fleet_proto::users::v1::GetUserRequest;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -22,7 +24,10 @@ use opentelemetry_proto::tonic::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Fleet, PASSWORD, Proto, Split};
+use crate::{
+    grpc::{authed, through_gateway},
+    harness::{Api, Fleet, PASSWORD, Proto, Split},
+};
 
 /// A span as the collector received it, with the service that sent it.
 #[derive(Debug, Clone)]
@@ -149,6 +154,7 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
         ("FLEET_LOG__LEVEL", "info"),
+        ("FLEET_GATEWAY__HTTP_MODE", "serve"),
         ("FLEET_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
         ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
@@ -255,8 +261,8 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
     assert_eq!(line["route"], "/api/v1/auth/login", "{line}");
     assert_eq!(line["level"], "INFO", "{line}");
 
-    // A failure is logged once, at the edge, with its context and cause;
-    // the client hears no internal detail.
+    // A gRPC client's own traceparent is continued through the gateway's
+    // pass-through into the service.
     let token = api.login("ada@example.com").await["access_token"]
         .as_str()
         .unwrap()
@@ -265,6 +271,37 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
         .as_str()
         .unwrap()
         .to_string();
+    let (client_trace, client_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let mut request = authed(GetUserRequest { id: user_id.clone() }, &token);
+    let traceparent = format!("00-{client_trace}-{client_span}-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    through_gateway(&gateway).await.get_user(request).await.unwrap();
+    let is_get_user = |s: &Received| s.service == "fleet-users" && s.name == "fleet.users.v1.UsersService/GetUser";
+    let spans = collector
+        .wait_for("the pass-through joins the client's trace", |spans| {
+            let of_client = |s: &&Received| s.trace == client_trace;
+            spans.iter().filter(of_client).any(is_get_user)
+                && spans
+                    .iter()
+                    .filter(of_client)
+                    .any(|s| s.service == "fleet-gateway" && s.kind == SpanKind::Server)
+        })
+        .await;
+    let edge = spans
+        .iter()
+        .find(|s| s.trace == client_trace && s.service == "fleet-gateway" && s.kind == SpanKind::Server)
+        .unwrap();
+    assert_eq!(edge.parent, client_span, "{edge:?}");
+    let answered = spans
+        .iter()
+        .find(|s| s.trace == client_trace && is_get_user(s))
+        .unwrap();
+    assert_eq!(answered.parent, edge.id, "{answered:?}");
+
+    // A failure is logged once, at the edge, with its context and cause;
+    // the client hears no internal detail.
     drop(users);
     let failed = api.call(Method::GET, "/api/v1/users/me", Some(&token), None).await;
     assert_eq!(failed.status, 503, "{:?}", failed.body);
