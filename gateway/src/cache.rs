@@ -141,6 +141,17 @@ fn normalized_query(query: Option<&str>) -> String {
     pairs.join("&")
 }
 
+/// Lower-case hexadecimal, without a `format!` per byte (every hit pays it).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 /// The tags a domain event invalidates.
 pub fn tags_of(event: &Event) -> Vec<String> {
     let user = (!event.subject_user_id.is_empty()).then(|| format!("user:{}", event.subject_user_id));
@@ -195,7 +206,7 @@ impl ResponseCache {
             digest.update(part.as_bytes());
             digest.update([0]);
         }
-        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hex(&digest.finalize());
         Some(CacheKey {
             hash,
             tag,
@@ -373,6 +384,12 @@ mod tests {
 
     fn cache(clock: &ManualClock) -> ResponseCache {
         ResponseCache::new(CacheSettings::default(), None, Arc::new(clock.clone()))
+    }
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0x0f, 0xf0, 0xff]), "00ab0ff0ff");
+        assert_eq!(hex(&[]), "");
     }
 
     #[tokio::test]

@@ -22,7 +22,6 @@ use pingora::{
     protocols::ALPN,
 };
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::{
     cache::{CacheKey, ResponseCache},
@@ -92,6 +91,18 @@ pub struct RequestContext {
 
 fn valid_request_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// A UUIDv7 from the thread's userspace generator: `Uuid::now_v7` asks the
+/// kernel for randomness on every call, which every request would pay.
+fn new_request_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -395,10 +406,6 @@ impl Gateway {
             Ok(body) => body,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
-        let message = match transcode::request_message(route, &bindings, query.as_deref(), &body) {
-            Ok(message) => message,
-            Err(problem) => return self.problem(session, ctx, &problem).await,
-        };
         // Cacheable GETs: answer from the cache, or let one request per key
         // through to the service while the others wait for its answer.
         let caller = ctx.identity.as_ref().map(|id| match id.user_id() {
@@ -435,6 +442,12 @@ impl Gateway {
                 .respond(session, ctx, 200, Some("application/json"), &extra, hit.body)
                 .await;
         }
+        // A request that cannot be transcoded is never stored, so a hit
+        // above never skips this check.
+        let message = match transcode::request_message(route, &bindings, query.as_deref(), &body) {
+            Ok(message) => message,
+            Err(problem) => return self.problem(session, ctx, &problem).await,
+        };
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let pairs = [
             (
@@ -642,7 +655,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
         ctx.request_id = header_str(session, REQUEST_ID_HEADER)
             .filter(|id| valid_request_id(id))
-            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+            .map_or_else(new_request_id, str::to_string);
         ctx.span = tracing::info_span!(
             "request",
             otel.kind = "server",
@@ -759,7 +772,20 @@ impl ProxyHttp for Gateway {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
+
+    #[test]
+    fn new_request_ids_are_distinct_uuid_v7s() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert!(valid_request_id(&id));
+        }
+    }
 
     #[test]
     fn request_ids_are_propagated_only_when_sane() {

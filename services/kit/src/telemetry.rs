@@ -17,10 +17,7 @@ use tracing::{Subscriber, field::Field};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, Targets, filter_fn},
-    fmt::{
-        self, FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
-        format::{JsonFields, Writer},
-    },
+    fmt::{self, FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter, format::Writer},
     prelude::*,
     registry::LookupSpan,
 };
@@ -152,7 +149,7 @@ where
     let filter = level.or(filter_fn(|meta| meta.is_span()).and(traced_targets()));
     let logs = match config.format {
         LogFormat::Json => fmt::layer()
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(JsonLines)
             .with_writer(writer)
             .with_filter(filter)
@@ -207,7 +204,7 @@ where
             for span in scope.from_root() {
                 let extensions = span.extensions();
                 if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields)
+                    && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&format!("{{{}}}", fields.fields))
                 {
                     line.extend(fields);
                 }
@@ -221,11 +218,87 @@ where
                 line.insert("trace_id".into(), Value::String(trace.to_string()));
                 line.insert("span_id".into(), Value::String(span.to_string()));
             }
-            // The span's own name for OpenTelemetry is not a log field.
-            line.retain(|key, _| !key.starts_with("otel."));
         }
         event.record(&mut Fields(&mut line));
         writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// Span fields as the members of a JSON object, without its braces, so that
+/// a field recorded later is appended rather than the whole object parsed
+/// and written again (`JsonFields` does that, on every request). A field
+/// recorded twice appears twice; the later one wins when a line is written.
+struct SpanFields;
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut members = Members {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut members);
+        members.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let first = current.fields.is_empty();
+        let mut writer = current.as_writer();
+        let mut members = Members {
+            out: &mut writer,
+            first,
+            result: Ok(()),
+        };
+        fields.record(&mut members);
+        members.result
+    }
+}
+
+/// Writes `"name":value` members, comma-separated.
+struct Members<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl Members<'_, '_> {
+    fn member(&mut self, field: &Field, value: &Value) {
+        if self.result.is_err() || field.name().starts_with("otel.") {
+            return;
+        }
+        let comma = if self.first { "" } else { "," };
+        self.first = false;
+        self.result = write!(self.out, "{comma}{}:{value}", Value::String(field.name().to_string()));
+    }
+}
+
+impl tracing::field::Visit for Members<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, &Value::String(value.to_string()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, &Value::Bool(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, &Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, &Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.member(field, &Value::String(format!("{value:?}")));
     }
 }
 
@@ -364,7 +437,8 @@ mod tests {
                 user_id = tracing::field::Empty
             );
             let _in_request = request.enter();
-            request.record("user_id", "u-1");
+            request.record("user_id", "u-0");
+            request.record("user_id", "u-1 \"quoted\"");
             tracing::info!("not at this level");
             let call = tracing::info_span!("upstream", request_id = "r-1b");
             let _in_call = call.enter();
@@ -378,7 +452,7 @@ mod tests {
         assert_eq!(line["attempt"], 2);
         assert_eq!(line["ok"], false);
         assert_eq!(line["route"], "/api/v1/users");
-        assert_eq!(line["user_id"], "u-1");
+        assert_eq!(line["user_id"], "u-1 \"quoted\"", "the last record wins");
         assert_eq!(line["request_id"], "r-1b", "the inner span wins");
         assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
         assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
