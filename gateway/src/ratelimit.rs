@@ -54,6 +54,13 @@ pub struct RateLimitSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Prefix of the Redis keys.
     pub key_prefix: String,
+    /// How much of a bucket's quota (per mille) a replica may draw from
+    /// Redis ahead of use, answering from it without a round trip for up to
+    /// [`LEASE_MILLIS`]. Unused draws are lost, so a bucket never lets more
+    /// than its quota through; it may refuse early by at most this share per
+    /// replica. Buckets whose share is under two requests (every default
+    /// quota) are always decided in Redis, one request at a time. 0: never.
+    pub lease_per_mille: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -80,6 +87,7 @@ impl Default for RateLimitSettings {
             routes,
             trusted_proxies: Vec::new(),
             key_prefix: "fleet:rl:".into(),
+            lease_per_mille: 10,
         }
     }
 }
@@ -147,7 +155,10 @@ fn combine(decisions: impl IntoIterator<Item = Decision>) -> Option<Decision> {
 }
 
 /// The same GCRA as [`gcra`], for all of a request's buckets at once, on
-/// Redis's clock; nothing is consumed unless every bucket allows.
+/// Redis's clock; nothing is consumed unless every bucket allows. Each
+/// bucket asks for up to `want` requests at once (a lease) and takes as many
+/// as fit, at least one. Per bucket it answers: allowed, remaining, reset
+/// and retry-after (microseconds), and how many it took.
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -155,24 +166,28 @@ local out = {}
 local updates = {}
 local all = true
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[3 * i - 2])
+  local period = tonumber(ARGV[3 * i - 1])
+  local want = tonumber(ARGV[3 * i])
   local interval = math.max(math.floor(period / limit), 1)
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - period
-  if now < allow_at then
+  local fit = math.floor((now + period - tat) / interval)
+  local take = math.min(want, fit)
+  if take < 1 then
     all = false
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = tat - now
-    out[#out + 1] = allow_at - now
+    out[#out + 1] = tat + interval - period - now
+    out[#out + 1] = 0
   else
+    local new_tat = tat + take * interval
     out[#out + 1] = 1
     out[#out + 1] = math.floor((period - (new_tat - now)) / interval)
     out[#out + 1] = new_tat - now
     out[#out + 1] = 0
+    out[#out + 1] = take
     updates[#updates + 1] = {key, new_tat, new_tat - now}
   end
 end
@@ -183,6 +198,23 @@ if all then
 end
 return out
 ";
+
+/// How long requests drawn ahead from Redis may be used.
+pub const LEASE_MILLIS: i64 = 1000;
+
+/// Figures per bucket in the script's answer.
+const FIGURES: usize = 5;
+
+/// Requests drawn ahead from Redis for one bucket.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Still usable.
+    left: u32,
+    /// Usable until (microseconds, the injected clock).
+    until_us: i64,
+    /// The bucket's figures when they were drawn.
+    decision: Decision,
+}
 
 /// How long Redis is left alone after a failure before it is tried again.
 const REDIS_RETRY_AFTER_MS: i64 = 1000;
@@ -199,6 +231,8 @@ pub struct LimiterHealth {
     pub redis_failures: u64,
     /// Requests refused.
     pub rejections: u64,
+    /// Decisions answered from requests drawn ahead from Redis.
+    pub leased_decisions: u64,
 }
 
 /// The limiter: Redis when configured and reachable, else in-process.
@@ -207,9 +241,11 @@ pub struct RateLimiter {
     clock: SharedClock,
     redis: Option<RedisTier>,
     local: Mutex<HashMap<String, i64>>,
+    leases: Mutex<HashMap<String, Lease>>,
     fallback_decisions: AtomicU64,
     redis_failures: AtomicU64,
     rejections: AtomicU64,
+    leased_decisions: AtomicU64,
 }
 
 struct RedisTier {
@@ -239,9 +275,11 @@ impl RateLimiter {
             clock,
             redis,
             local: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
             fallback_decisions: AtomicU64::new(0),
             redis_failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
+            leased_decisions: AtomicU64::new(0),
         }
     }
 
@@ -276,6 +314,10 @@ impl RateLimiter {
     pub async fn check(&self, buckets: &[Bucket]) -> Option<Decision> {
         if !self.settings.enabled || buckets.is_empty() {
             return None;
+        }
+        if let Some(decision) = self.check_leased(buckets) {
+            self.leased_decisions.fetch_add(1, Ordering::Relaxed);
+            return Some(decision);
         }
         let decision = match self.check_redis(buckets).await {
             Some(decision) => decision,
@@ -321,6 +363,60 @@ impl RateLimiter {
         decision
     }
 
+    /// How many requests of `quota` a replica may draw at once; 1: no lease.
+    fn lease_size(&self, quota: Quota) -> u32 {
+        let share = u64::from(quota.limit) * u64::from(self.settings.lease_per_mille) / 1000;
+        u32::try_from(share).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Answers from requests drawn ahead, when every bucket has one left.
+    fn check_leased(&self, buckets: &[Bucket]) -> Option<Decision> {
+        let tier = self.redis.as_ref()?;
+        if !tier.link.is_up() {
+            return None;
+        }
+        let now = self.clock.now().timestamp_micros();
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let usable = |lease: Option<&Lease>| lease.is_some_and(|l| l.left > 0 && l.until_us > now);
+        if !buckets.iter().all(|b| usable(leases.get(&b.key))) {
+            return None;
+        }
+        let decisions: Vec<Decision> = buckets
+            .iter()
+            .filter_map(|bucket| {
+                let lease = leases.get_mut(&bucket.key)?;
+                lease.left -= 1;
+                let mut decision = lease.decision;
+                // What is still drawn counts as remaining: Redis already gave it.
+                decision.remaining = decision.remaining.saturating_add(lease.left);
+                Some(decision)
+            })
+            .collect();
+        combine(decisions)
+    }
+
+    /// Keeps what the script took beyond this request, for the next ones.
+    fn keep_leases(&self, buckets: &[Bucket], figures: &[i64]) {
+        let now = self.clock.now().timestamp_micros();
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.len() > LOCAL_SWEEP_AT {
+            leases.retain(|_, lease| lease.until_us > now);
+        }
+        for (bucket, f) in buckets.iter().zip(figures.chunks(FIGURES)) {
+            let taken = u32::try_from(f[4]).unwrap_or(0);
+            if taken > 1 {
+                let mut decision = figures_decision(bucket, f);
+                decision.remaining = u32::try_from(f[1]).unwrap_or(0);
+                let lease = Lease {
+                    left: taken - 1,
+                    until_us: now + (LEASE_MILLIS * 1000).min(bucket.quota.period_us()),
+                    decision,
+                };
+                leases.insert(bucket.key.clone(), lease);
+            }
+        }
+    }
+
     /// `None` when Redis is not configured, failing, or resting after a failure.
     async fn check_redis(&self, buckets: &[Bucket]) -> Option<Decision> {
         let tier = self.redis.as_ref()?;
@@ -330,14 +426,14 @@ impl RateLimiter {
         }
         match self.invoke(tier, buckets).await {
             Ok(figures) => {
-                let decisions = buckets.iter().zip(figures.chunks(4)).map(|(bucket, f)| Decision {
-                    allowed: f[0] == 1,
-                    quota: bucket.quota,
-                    remaining: u32::try_from(f[1]).unwrap_or(0),
-                    reset_secs: u64::try_from((f[2] + 999_999) / 1_000_000).unwrap_or(0),
-                    retry_after_secs: u64::try_from((f[3] + 999_999) / 1_000_000).unwrap_or(0),
-                });
-                let all_allowed = figures.chunks(4).all(|f| f[0] == 1);
+                let decisions = buckets
+                    .iter()
+                    .zip(figures.chunks(FIGURES))
+                    .map(|(bucket, f)| figures_decision(bucket, f));
+                let all_allowed = figures.chunks(FIGURES).all(|f| f[0] == 1);
+                if all_allowed {
+                    self.keep_leases(buckets, &figures);
+                }
                 let mut decision = combine(decisions)?;
                 decision.allowed = all_allowed;
                 if !all_allowed {
@@ -357,17 +453,22 @@ impl RateLimiter {
     async fn invoke(&self, tier: &RedisTier, buckets: &[Bucket]) -> anyhow::Result<Vec<i64>> {
         let mut connection = tier.link.connection().await?;
         let mut invocation = tier.script.prepare_invoke();
+        // A lease only when every bucket takes one: a request that any
+        // bucket decides one at a time is decided in Redis every time.
+        let leasing = buckets.iter().all(|b| self.lease_size(b.quota) > 1);
         for bucket in buckets {
+            let want = if leasing { self.lease_size(bucket.quota) } else { 1 };
             invocation
                 .key(format!("{}{}", self.settings.key_prefix, bucket.key))
                 .arg(bucket.quota.limit.max(1))
-                .arg(bucket.quota.period_us());
+                .arg(bucket.quota.period_us())
+                .arg(want);
         }
         let figures: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut connection).await;
         tier.link.report(&figures);
         let figures = figures?;
         anyhow::ensure!(
-            figures.len() == buckets.len() * 4,
+            figures.len() == buckets.len() * FIGURES,
             "unexpected answer from the rate-limit script"
         );
         Ok(figures)
@@ -384,7 +485,21 @@ impl RateLimiter {
             fallback_decisions: self.fallback_decisions.load(Ordering::Relaxed),
             redis_failures: self.redis_failures.load(Ordering::Relaxed),
             rejections: self.rejections.load(Ordering::Relaxed),
+            leased_decisions: self.leased_decisions.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One bucket's figures from the script.
+/// What was drawn beyond the request itself counts as remaining.
+fn figures_decision(bucket: &Bucket, f: &[i64]) -> Decision {
+    let secs = |us: i64| u64::try_from((us + 999_999) / 1_000_000).unwrap_or(0);
+    Decision {
+        allowed: f[0] == 1,
+        quota: bucket.quota,
+        remaining: u32::try_from(f[1] + (f[4] - 1).max(0)).unwrap_or(0),
+        reset_secs: secs(f[2]),
+        retry_after_secs: secs(f[3]),
     }
 }
 
@@ -489,6 +604,78 @@ mod tests {
         clock.advance(ChronoDuration::seconds(60));
         assert!(limiter.check(&login).await.unwrap().allowed);
         assert_eq!(limiter.health().redis, "disabled");
+    }
+
+    fn leasing_limiter(prefix: &str, clock: &ManualClock, limit: u32) -> RateLimiter {
+        let settings = RateLimitSettings {
+            user: Quota { limit, period_secs: 60 },
+            key_prefix: prefix.to_string(),
+            ..RateLimitSettings::default()
+        };
+        let link = Arc::new(RedisLink::open("redis://127.0.0.1:6379").unwrap());
+        RateLimiter::new(settings, Some(link), Arc::new(clock.clone()))
+    }
+
+    #[tokio::test]
+    async fn high_quotas_are_drawn_ahead_and_never_exceeded_small_ones_never() {
+        if !fleet_kit::testing::backend_available("Redis", "127.0.0.1:6379").await {
+            return;
+        }
+        let prefix = format!("fleet-test:{}:", uuid::Uuid::now_v7().simple());
+        let clock = ManualClock::new(Utc::now());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // 1% of 1000 a minute: ten at a time, one round trip per ten.
+        let one = leasing_limiter(&prefix, &clock, 1000);
+        let ada = one.buckets(Some("ada"), ip, "/api/v1/users");
+        let first = one.check(&ada).await.unwrap();
+        assert_eq!((first.allowed, first.remaining), (true, 999));
+        for expected in (990..999).rev() {
+            let next = one.check(&ada).await.unwrap();
+            assert_eq!((next.allowed, next.remaining), (true, expected));
+        }
+        assert_eq!(one.health().leased_decisions, 9);
+        let eleventh = one.check(&ada).await.unwrap();
+        assert_eq!((eleventh.allowed, eleventh.remaining), (true, 989));
+        assert_eq!(one.health().leased_decisions, 9, "the eleventh went to Redis");
+
+        // A second replica shares the budget: whatever the first drew and
+        // left unused is lost, never handed out twice.
+        let two = leasing_limiter(&prefix, &clock, 1000);
+        let mut allowed = 0;
+        for _ in 0..1000 {
+            if two.check(&ada).await.unwrap().allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 1000 - 20, "the first replica drew 20");
+        // The first replica's nine unused draws still serve it, then Redis refuses.
+        for _ in 0..9 {
+            assert!(one.check(&ada).await.unwrap().allowed);
+        }
+        let refused = one.check(&ada).await.unwrap();
+        assert!(!refused.allowed && refused.retry_after_secs >= 1, "{refused:?}");
+
+        // Draws expire: a second later they are gone.
+        let bob = one.buckets(Some("bob"), ip, "/api/v1/users");
+        assert!(one.check(&bob).await.unwrap().allowed);
+        let leased = one.health().leased_decisions;
+        clock.advance(ChronoDuration::milliseconds(LEASE_MILLIS + 1));
+        assert!(one.check(&bob).await.unwrap().allowed);
+        assert_eq!(one.health().leased_decisions, leased, "an expired draw is not used");
+
+        // Default quotas are decided in Redis one request at a time, and so
+        // is any request with such a bucket (here the login route's).
+        let exact = leasing_limiter(&prefix, &clock, 100);
+        let cy = exact.buckets(Some("cy"), ip, "/api/v1/users");
+        for _ in 0..5 {
+            exact.check(&cy).await.unwrap();
+        }
+        let login = one.buckets(None, ip, "/api/v1/auth/login");
+        for _ in 0..3 {
+            one.check(&login).await.unwrap();
+        }
+        assert_eq!(exact.health().leased_decisions, 0);
+        assert_eq!(one.health().leased_decisions, leased);
     }
 
     #[test]
