@@ -656,14 +656,18 @@ impl ProxyHttp for Gateway {
         ctx.request_id = header_str(session, REQUEST_ID_HEADER)
             .filter(|id| valid_request_id(id))
             .map_or_else(new_request_id, str::to_string);
-        ctx.span = tracing::info_span!(
-            "request",
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            request_id = ctx.request_id,
-            route = tracing::field::Empty,
-            user_id = tracing::field::Empty,
-        );
+        // A span costs microseconds on every request: it is opened when
+        // something reads it, the exporter or logs at info.
+        if fleet_kit::trace::exporting() || tracing::event_enabled!(tracing::Level::INFO) {
+            ctx.span = tracing::info_span!(
+                "request",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                request_id = ctx.request_id,
+                route = tracing::field::Empty,
+                user_id = tracing::field::Empty,
+            );
+        }
         fleet_kit::trace::continue_from_headers(&ctx.span, &session.req_header().headers);
         let method = session.req_header().method.as_str().to_string();
         fleet_kit::trace::set_attribute(&ctx.span, "http.request.method", method);
@@ -736,9 +740,9 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// The one log line of every request, inside its span (so it carries the
-    /// request id, route, user id and trace ids): at error level with the
-    /// cause when the gateway or a service failed, at info otherwise.
+    /// The one log line of every request, with its request id, route and
+    /// user id, inside its span (so with the trace ids): at error level with
+    /// the cause when the gateway or a service failed, at info otherwise.
     async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method = session.req_header().method.as_str();
@@ -761,11 +765,36 @@ impl ProxyHttp for Gateway {
             (None, Some(error)) => Some(error.to_string()),
             (None, None) => None,
         };
+        // The line names its request itself: the span may not exist.
+        let request_id = ctx.request_id.as_str();
+        let user_id = ctx
+            .identity
+            .as_ref()
+            .and_then(Identity::user_id)
+            .map(tracing::field::display);
         if status >= 500 || (status == 0 && cause.is_some()) {
             span.record("otel.status_code", "ERROR");
-            tracing::error!(method, status, cause, seconds, "request failed");
+            tracing::error!(
+                request_id,
+                route = endpoint,
+                user_id,
+                method,
+                status,
+                cause,
+                seconds,
+                "request failed"
+            );
         } else {
-            tracing::info!(method, status, cause, seconds, "request");
+            tracing::info!(
+                request_id,
+                route = endpoint,
+                user_id,
+                method,
+                status,
+                cause,
+                seconds,
+                "request"
+            );
         }
     }
 }

@@ -57,15 +57,13 @@ impl PathTemplate {
 
     /// The variables a path binds, with their literal-segment count, or
     /// `None` when it does not match.
-    fn matches(&self, path: &str) -> Option<(usize, Bindings)> {
-        let rest = path.strip_prefix('/')?;
-        let parts: Vec<&str> = rest.split('/').collect();
+    fn matches(&self, parts: &[&str]) -> Option<(usize, Bindings)> {
         if parts.len() != self.segments.len() {
             return None;
         }
         let mut literals = 0;
         let mut bindings = Vec::new();
-        for (segment, part) in self.segments.iter().zip(parts) {
+        for (segment, part) in self.segments.iter().zip(parts.iter().copied()) {
             match segment {
                 Segment::Literal(lit) if lit == part => literals += 1,
                 Segment::Literal(_) => return None,
@@ -194,24 +192,34 @@ impl RouteTable {
     /// Finds the route of a request. Where templates overlap, the one with
     /// more literal segments wins (`/users/me` over `/users/{id}`).
     pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return RouteMatch::NotFound;
+        };
+        // Split once; only the request's method is matched on the way to a
+        // route, the others only to name them in a 405.
+        let parts: Vec<&str> = rest.split('/').collect();
         let mut best: Option<(usize, &Route, Bindings)> = None;
-        let mut allowed = BTreeSet::new();
-        for route in &self.routes {
-            let Some((literals, bindings)) = route.template.matches(path) else {
+        for route in self.routes.iter().filter(|r| r.method == *method) {
+            let Some((literals, bindings)) = route.template.matches(&parts) else {
                 continue;
             };
-            if route.method != *method {
-                allowed.insert(route.method.to_string());
-                continue;
-            }
             if best.as_ref().is_none_or(|(score, _, _)| literals > *score) {
                 best = Some((literals, route, bindings));
             }
         }
-        match best {
-            Some((_, route, bindings)) => RouteMatch::Found(route, bindings),
-            None if allowed.is_empty() => RouteMatch::NotFound,
-            None => RouteMatch::MethodNotAllowed(allowed.iter().filter_map(|m| m.parse().ok()).collect()),
+        if let Some((_, route, bindings)) = best {
+            return RouteMatch::Found(route, bindings);
+        }
+        let allowed: BTreeSet<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.template.matches(&parts).is_some())
+            .map(|r| r.method.to_string())
+            .collect();
+        if allowed.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            RouteMatch::MethodNotAllowed(allowed.iter().filter_map(|m| m.parse().ok()).collect())
         }
     }
 

@@ -128,6 +128,7 @@ pub fn init(config: &LogConfig, trace: &TraceConfig) -> Telemetry {
     if let Some(err) = failure {
         tracing::error!(error = format!("{err:#}"), "traces cannot be exported");
     } else if provider.is_some() {
+        crate::trace::set_exporting(true);
         tracing::info!("exporting traces over OTLP");
     }
     Telemetry { provider }

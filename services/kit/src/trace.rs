@@ -5,7 +5,10 @@
 //! With tracing off (no `OTEL_*` endpoint) that layer is absent: the spans
 //! still give logs their context, and nothing is propagated.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use fleet_proto::events::v1::Event;
 use opentelemetry::{
@@ -15,6 +18,18 @@ use opentelemetry::{
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans. A hot path may leave out a span that
+/// nothing would read.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+pub(crate) fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
 
 /// Reads `traceparent`/`tracestate` from HTTP headers.
 struct HeaderReader<'a>(&'a http::HeaderMap);

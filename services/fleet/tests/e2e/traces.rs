@@ -142,6 +142,24 @@ fn log_lines(fleet: &Fleet) -> Vec<Value> {
         .collect()
 }
 
+/// The process's log lines once one of them is about `request_id`: the
+/// gateway writes a request's line after its answer has gone out.
+async fn lines_about(fleet: &Fleet, request_id: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(fleet);
+        if lines.iter().any(|l| l["request_id"] == request_id) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line about {request_id}:\n{}",
+            fleet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_its_events() {
     if !backend_available("RabbitMQ", "127.0.0.1:5672").await {
@@ -251,7 +269,7 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
 
     // Logs carry the ids: the gateway's line for the request and auth's
     // lines while it answered name the same trace.
-    let lines = log_lines(&gateway);
+    let lines = lines_about(&gateway, &request_id).await;
     let line = lines
         .iter()
         .find(|l| l["request_id"] == request_id.as_str() && l["message"] == "request")
@@ -311,7 +329,7 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
         !detail.contains("error"),
         "an internal detail reached the client: {detail}"
     );
-    let lines = log_lines(&gateway);
+    let lines = lines_about(&gateway, &failed_id).await;
     let about: Vec<&Value> = lines
         .iter()
         .filter(|l| l["request_id"] == failed_id.as_str() && l["level"] == "ERROR")
