@@ -69,10 +69,10 @@ pub fn continue_from_headers(span: &Span, headers: &http::HeaderMap) {
 }
 
 /// The trace headers that name `span` as the parent of what follows.
-pub fn headers_of(span: &Span) -> Vec<(String, String)> {
+pub fn headers_of(span: &Span) -> HashMap<String, String> {
     let mut fields = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut fields);
-    fields.into_iter().collect()
+    fields
 }
 
 /// Writes `span`'s context into outgoing HTTP headers.
@@ -94,7 +94,7 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
 
 /// The current span's context, as an event carries it.
 pub fn current_context() -> HashMap<String, String> {
-    headers_of(&Span::current()).into_iter().collect()
+    headers_of(&Span::current())
 }
 
 /// Renames `span` for OpenTelemetry once what it is became known (the
