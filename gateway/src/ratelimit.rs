@@ -3,7 +3,7 @@
 //! that takes over while Redis is unreachable.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -216,6 +216,32 @@ struct Lease {
     decision: Decision,
 }
 
+/// The requests drawn ahead, and the buckets being drawn for right now.
+#[derive(Debug, Default)]
+struct Leases {
+    held: HashMap<String, Lease>,
+    /// One request at a time draws a bucket's next lease; the others that
+    /// arrive meanwhile are decided one by one, so that concurrent requests
+    /// at a lease's end do not each draw (and waste) a share of the quota.
+    drawing: HashSet<String>,
+}
+
+/// Marks buckets as being drawn for until it is dropped (whether the draw
+/// answered, failed or was abandoned with its request).
+struct Drawing<'a> {
+    leases: &'a Mutex<Leases>,
+    keys: Vec<String>,
+}
+
+impl Drop for Drawing<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            leases.drawing.remove(key);
+        }
+    }
+}
+
 /// How long Redis is left alone after a failure before it is tried again.
 const REDIS_RETRY_AFTER_MS: i64 = 1000;
 const LOCAL_SWEEP_AT: usize = 100_000;
@@ -241,7 +267,7 @@ pub struct RateLimiter {
     clock: SharedClock,
     redis: Option<RedisTier>,
     local: Mutex<HashMap<String, i64>>,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
     fallback_decisions: AtomicU64,
     redis_failures: AtomicU64,
     rejections: AtomicU64,
@@ -275,7 +301,7 @@ impl RateLimiter {
             clock,
             redis,
             local: Mutex::new(HashMap::new()),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases::default()),
             fallback_decisions: AtomicU64::new(0),
             redis_failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
@@ -319,7 +345,8 @@ impl RateLimiter {
             self.leased_decisions.fetch_add(1, Ordering::Relaxed);
             return Some(decision);
         }
-        let decision = match self.check_redis(buckets).await {
+        let drawing = self.start_drawing(buckets);
+        let decision = match self.check_redis(buckets, drawing.is_some()).await {
             Some(decision) => decision,
             None => {
                 if self.redis.is_some() {
@@ -328,10 +355,30 @@ impl RateLimiter {
                 self.check_local(buckets)
             }
         };
+        drop(drawing);
         if !decision.allowed {
             self.rejections.fetch_add(1, Ordering::Relaxed);
         }
         Some(decision)
+    }
+
+    /// Claims the right to draw leases for every bucket of a request: only
+    /// when each bucket takes leases and none is being drawn already.
+    fn start_drawing(&self, buckets: &[Bucket]) -> Option<Drawing<'_>> {
+        self.redis.as_ref()?;
+        if !buckets.iter().all(|b| self.lease_size(b.quota) > 1) {
+            return None;
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.iter().any(|b| leases.drawing.contains(&b.key)) {
+            return None;
+        }
+        let keys: Vec<String> = buckets.iter().map(|b| b.key.clone()).collect();
+        leases.drawing.extend(keys.iter().cloned());
+        Some(Drawing {
+            leases: &self.leases,
+            keys,
+        })
     }
 
     fn check_local(&self, buckets: &[Bucket]) -> Decision {
@@ -378,13 +425,13 @@ impl RateLimiter {
         let now = self.clock.now().timestamp_micros();
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let usable = |lease: Option<&Lease>| lease.is_some_and(|l| l.left > 0 && l.until_us > now);
-        if !buckets.iter().all(|b| usable(leases.get(&b.key))) {
+        if !buckets.iter().all(|b| usable(leases.held.get(&b.key))) {
             return None;
         }
         let decisions: Vec<Decision> = buckets
             .iter()
             .filter_map(|bucket| {
-                let lease = leases.get_mut(&bucket.key)?;
+                let lease = leases.held.get_mut(&bucket.key)?;
                 lease.left -= 1;
                 let mut decision = lease.decision;
                 // What is still drawn counts as remaining: Redis already gave it.
@@ -399,8 +446,8 @@ impl RateLimiter {
     fn keep_leases(&self, buckets: &[Bucket], figures: &[i64]) {
         let now = self.clock.now().timestamp_micros();
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if leases.len() > LOCAL_SWEEP_AT {
-            leases.retain(|_, lease| lease.until_us > now);
+        if leases.held.len() > LOCAL_SWEEP_AT {
+            leases.held.retain(|_, lease| lease.until_us > now);
         }
         for (bucket, f) in buckets.iter().zip(figures.chunks(FIGURES)) {
             let taken = u32::try_from(f[4]).unwrap_or(0);
@@ -412,19 +459,19 @@ impl RateLimiter {
                     until_us: now + (LEASE_MILLIS * 1000).min(bucket.quota.period_us()),
                     decision,
                 };
-                leases.insert(bucket.key.clone(), lease);
+                leases.held.insert(bucket.key.clone(), lease);
             }
         }
     }
 
     /// `None` when Redis is not configured, failing, or resting after a failure.
-    async fn check_redis(&self, buckets: &[Bucket]) -> Option<Decision> {
+    async fn check_redis(&self, buckets: &[Bucket], lease: bool) -> Option<Decision> {
         let tier = self.redis.as_ref()?;
         let now = self.clock.now().timestamp_millis();
         if !tier.link.is_up() && now.saturating_sub(tier.failed_at_ms.load(Ordering::Relaxed)) < REDIS_RETRY_AFTER_MS {
             return None;
         }
-        match self.invoke(tier, buckets).await {
+        match self.invoke(tier, buckets, lease).await {
             Ok(figures) => {
                 let decisions = buckets
                     .iter()
@@ -450,14 +497,12 @@ impl RateLimiter {
         }
     }
 
-    async fn invoke(&self, tier: &RedisTier, buckets: &[Bucket]) -> anyhow::Result<Vec<i64>> {
+    /// Runs the script; `lease`: draw each bucket's lease, not one request.
+    async fn invoke(&self, tier: &RedisTier, buckets: &[Bucket], lease: bool) -> anyhow::Result<Vec<i64>> {
         let mut connection = tier.link.connection().await?;
         let mut invocation = tier.script.prepare_invoke();
-        // A lease only when every bucket takes one: a request that any
-        // bucket decides one at a time is decided in Redis every time.
-        let leasing = buckets.iter().all(|b| self.lease_size(b.quota) > 1);
         for bucket in buckets {
-            let want = if leasing { self.lease_size(bucket.quota) } else { 1 };
+            let want = if lease { self.lease_size(bucket.quota) } else { 1 };
             invocation
                 .key(format!("{}{}", self.settings.key_prefix, bucket.key))
                 .arg(bucket.quota.limit.max(1))
@@ -676,6 +721,48 @@ mod tests {
         }
         assert_eq!(exact.health().leased_decisions, 0);
         assert_eq!(one.health().leased_decisions, leased);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_at_a_leases_end_draw_one_lease_between_them() {
+        if !fleet_kit::testing::backend_available("Redis", "127.0.0.1:6379").await {
+            return;
+        }
+        let prefix = format!("fleet-test:{}:", uuid::Uuid::now_v7().simple());
+        let clock = ManualClock::new(Utc::now());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // 1% of 100 000: a lease is a thousand requests.
+        let one = Arc::new(leasing_limiter(&prefix, &clock, 100_000));
+        let ada = one.buckets(Some("ada"), ip, "/api/v1/users");
+        // Redis decides on its own clock: what refills while the test runs
+        // (one request per 600 µs) is allowed for below.
+        let started = std::time::Instant::now();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (limiter, buckets) = (one.clone(), ada.clone());
+            requests.spawn(async move { limiter.check(&buckets).await.unwrap().allowed });
+        }
+        while let Some(allowed) = requests.join_next().await {
+            assert!(allowed.unwrap());
+        }
+        // One request drew the lease; the 19 beside it drew one each, but
+        // for those that came after the lease had arrived and were served
+        // from it. A second replica's draw sees what they took, not twenty
+        // leases.
+        let leased = one.health().leased_decisions;
+        let singles = 19 - u32::try_from(leased).unwrap();
+        let two = leasing_limiter(&prefix, &clock, 100_000);
+        let next = two.check(&ada).await.unwrap();
+        let refilled = u32::try_from(started.elapsed().as_micros() / 600).unwrap() + 1;
+        let expected = 100_000 - 1000 - singles - 1;
+        assert!(
+            (expected..=expected + refilled).contains(&next.remaining),
+            "{} remaining, expected {expected} (+{refilled} refilled)",
+            next.remaining
+        );
+        // And the lease drawn serves the first replica's next requests.
+        assert!(one.check(&ada).await.unwrap().allowed);
+        assert_eq!(one.health().leased_decisions, leased + 1);
     }
 
     #[test]
