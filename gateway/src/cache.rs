@@ -5,6 +5,7 @@
 //! replica receives, which empties them everywhere at once.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
@@ -62,17 +63,18 @@ impl Default for CacheSettings {
 /// What a cacheable request looks up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    /// Hash of route, normalized query and caller.
-    pub hash: String,
+    /// Route, normalized query and caller, NUL-separated: the in-process
+    /// key as it is; Redis keys hold its SHA-256, made only on a local miss.
+    pub id: String,
     /// The tag whose invalidation empties it.
-    pub tag: String,
+    pub tag: Cow<'static, str>,
     /// How long it lives.
     pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
 struct LocalEntry {
-    tag: String,
+    tag: Cow<'static, str>,
     body: Bytes,
     expires_at: DateTime<Utc>,
 }
@@ -197,18 +199,22 @@ impl ResponseCache {
         }
         let ttl = *self.settings.routes.get(route)?;
         let tag = if route.starts_with("/api/v1/stats") {
-            format!("user:{caller}")
+            Cow::Owned(format!("user:{caller}"))
         } else {
-            "users".to_string()
+            Cow::Borrowed("users")
         };
-        let mut digest = Sha256::new();
-        for part in [route, &normalized_query(query), caller] {
-            digest.update(part.as_bytes());
-            digest.update([0]);
+        // None of the parts can hold a NUL (a URI cannot), so the joined
+        // form names one route, query and caller.
+        let query = normalized_query(query);
+        let mut id = String::with_capacity(route.len() + query.len() + caller.len() + 2);
+        for (i, part) in [route, &query, caller].into_iter().enumerate() {
+            if i > 0 {
+                id.push('\0');
+            }
+            id.push_str(part);
         }
-        let hash = hex(&digest.finalize());
         Some(CacheKey {
-            hash,
+            id,
             tag,
             ttl: Duration::from_secs(ttl),
         })
@@ -225,7 +231,8 @@ impl ResponseCache {
     }
 
     fn entry_key(&self, key: &CacheKey) -> String {
-        format!("{}entry:{}", self.settings.key_prefix, key.hash)
+        let digest = Sha256::digest(key.id.as_bytes());
+        format!("{}entry:{}", self.settings.key_prefix, hex(&digest))
     }
 
     fn generation_key(&self, tag: &str) -> String {
@@ -241,7 +248,7 @@ impl ResponseCache {
     /// Looks a key up, in-process first, then in Redis.
     pub async fn get(&self, key: &CacheKey) -> Option<Hit> {
         let now = self.clock.now();
-        if let Some(entry) = self.local.get(&key.hash).filter(|e| e.expires_at > now) {
+        if let Some(entry) = self.local.get(&key.id).filter(|e| e.expires_at > now) {
             return Some(Hit {
                 body: entry.body,
                 ttl_secs: (entry.expires_at - now).num_seconds(),
@@ -250,7 +257,7 @@ impl ResponseCache {
         let hit = self.get_redis(key).await;
         if let Some(hit) = &hit {
             self.local.insert(
-                key.hash.clone(),
+                key.id.clone(),
                 LocalEntry {
                     tag: key.tag.clone(),
                     body: hit.body.clone(),
@@ -282,7 +289,7 @@ impl ResponseCache {
     pub async fn put(&self, key: &CacheKey, body: Bytes) {
         let expires_at = self.clock.now() + chrono::Duration::from_std(key.ttl).unwrap_or_default();
         self.local.insert(
-            key.hash.clone(),
+            key.id.clone(),
             LocalEntry {
                 tag: key.tag.clone(),
                 body: body.clone(),
@@ -355,7 +362,7 @@ impl ResponseCache {
         if flights.len() > 10_000 {
             flights.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
-        flights.entry(key.hash.clone()).or_default().clone()
+        flights.entry(key.id.clone()).or_default().clone()
     }
 
     /// How the cache is doing.

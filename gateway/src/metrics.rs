@@ -1,6 +1,9 @@
 //! The gateway's own metrics, registered into the process registry.
 
+use std::borrow::Cow;
+
 use fleet_kit::metrics::latency_histogram;
+use http::Method;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -11,18 +14,18 @@ use prometheus_client::{
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// HTTP method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route template (`/api/v1/users/{id}`) or a fixed label, never the raw path.
     pub endpoint: String,
     /// HTTP status.
-    pub status: String,
+    pub status: u16,
 }
 
 /// Latency labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     /// HTTP method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route template or a fixed label.
     pub endpoint: String,
 }
@@ -38,7 +41,7 @@ pub struct CacheLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// "allowed" or "refused".
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// An upstream failure.
@@ -155,11 +158,23 @@ impl GatewayMetrics {
     }
 
     /// Records one answered request.
-    pub fn request(&self, method: &str, endpoint: &str, status: u16, seconds: f64) {
+    pub fn request(&self, method: &Method, endpoint: &str, status: u16, seconds: f64) {
+        // Every request pays for its labels: the standard methods' names are
+        // borrowed, not copied.
+        let method = match *method {
+            Method::GET => Cow::Borrowed("GET"),
+            Method::POST => Cow::Borrowed("POST"),
+            Method::PUT => Cow::Borrowed("PUT"),
+            Method::PATCH => Cow::Borrowed("PATCH"),
+            Method::DELETE => Cow::Borrowed("DELETE"),
+            Method::HEAD => Cow::Borrowed("HEAD"),
+            Method::OPTIONS => Cow::Borrowed("OPTIONS"),
+            ref other => Cow::Owned(other.as_str().to_string()),
+        };
         let labels = RequestLabels {
-            method: method.to_string(),
+            method,
             endpoint: endpoint.to_string(),
-            status: status.to_string(),
+            status,
         };
         self.http_requests.get_or_create(&labels).inc();
         let latency = LatencyLabels {
@@ -173,9 +188,7 @@ impl GatewayMetrics {
     pub fn decision(&self, allowed: bool) {
         let outcome = if allowed { "allowed" } else { "refused" };
         self.rate_limit_decisions
-            .get_or_create(&DecisionLabels {
-                outcome: outcome.into(),
-            })
+            .get_or_create(&DecisionLabels { outcome })
             .inc();
     }
 }

@@ -15,7 +15,7 @@ use fleet_kit::{
     process::ProcessMonitor,
     token::{Identity, TokenError, TokenVerifier, bearer},
 };
-use http::{Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use pingora::{
     http::ResponseHeader,
     prelude::{HttpPeer, ProxyHttp, Session},
@@ -60,6 +60,8 @@ pub struct Gateway {
     pub dependencies: Arc<Dependencies>,
     /// This process's figures.
     pub process: Arc<ProcessMonitor>,
+    /// `Strict-Transport-Security`, from the settings.
+    pub hsts: HeaderValue,
 }
 
 /// Per-request state.
@@ -118,41 +120,72 @@ fn peer_ip(session: &Session) -> IpAddr {
 
 type Answer = pingora::Result<bool>;
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// A response head from finished headers. Our own answers build their
+/// headers as a plain map: no header-name case to keep, nothing parsed back.
+fn head(status: u16, headers: HeaderMap) -> pingora::Result<Box<ResponseHeader>> {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::from_u16(status)
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "invalid status"))?;
+    parts.headers = headers;
+    Ok(Box::new(ResponseHeader::from(parts)))
+}
+
+/// A header value from text built at run time (a redirect's location).
+fn text_value(text: String) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(text)
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "invalid header value"))
+}
+
 impl Gateway {
     /// Adds the headers every answer carries.
-    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestContext) -> pingora::Result<()> {
+    fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestContext) {
         if ctx.tls {
-            let hsts = format!("max-age={}; includeSubDomains", self.settings.hsts_max_age_secs);
-            resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, self.hsts.clone());
         }
-        resp.insert_header(
+        headers.insert(
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        )?;
-        resp.insert_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
-        resp.insert_header(header::REFERRER_POLICY, "no-referrer")?;
-        resp.insert_header(header::X_FRAME_OPTIONS, "DENY")?;
-        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // Request ids are checked (or made) to be header-safe.
+        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+            headers.insert(REQUEST_ID, id);
+        }
         if let Some(rate) = &ctx.rate {
             let (limit, window) = (rate.quota.limit, rate.quota.period_secs);
-            resp.insert_header("ratelimit-limit", limit.to_string())?;
-            resp.insert_header("ratelimit-remaining", rate.remaining.to_string())?;
-            resp.insert_header("ratelimit-reset", rate.reset_secs.to_string())?;
-            resp.insert_header("ratelimit-policy", format!("\"default\";q={limit};w={window}"))?;
-            resp.insert_header(
-                "ratelimit",
-                format!("\"default\";r={};t={}", rate.remaining, rate.reset_secs),
-            )?;
+            headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+            headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
+            headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
+            let policy = format!("\"default\";q={limit};w={window}");
+            let state = format!("\"default\";r={};t={}", rate.remaining, rate.reset_secs);
+            for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    headers.insert(name, value);
+                }
+            }
         }
-        if let Some(origin) = &ctx.cors_origin {
-            resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str())?;
-            resp.insert_header(header::VARY, "Origin")?;
-            resp.insert_header(
+        if let Some(origin) = &ctx.cors_origin
+            && let Ok(origin) = HeaderValue::from_str(origin)
+        {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                "x-request-id, retry-after, www-authenticate",
-            )?;
+                HeaderValue::from_static("x-request-id, retry-after, www-authenticate"),
+            );
         }
-        Ok(())
     }
 
     async fn respond(
@@ -160,26 +193,26 @@ impl Gateway {
         session: &mut Session,
         ctx: &RequestContext,
         status: u16,
-        content_type: Option<&str>,
-        extra: &[(http::HeaderName, String)],
+        content_type: Option<&'static str>,
+        extra: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Answer {
-        let mut resp = ResponseHeader::build(status, Some(12))?;
-        self.decorate(&mut resp, ctx)?;
+        let mut headers = HeaderMap::with_capacity(16);
+        self.decorate(&mut headers, ctx);
         if let Some(ct) = content_type {
-            resp.insert_header(header::CONTENT_TYPE, ct)?;
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         if status != 204 && status != 304 {
-            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         for (name, value) in extra {
-            resp.insert_header(name.clone(), value.as_str())?;
+            headers.insert(name.clone(), value.clone());
         }
-        if !resp.headers.contains_key(header::CACHE_CONTROL) {
-            resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-        }
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
         let head_only = session.req_header().method == Method::HEAD || body.is_empty();
-        session.write_response_header(Box::new(resp), head_only).await?;
+        session.write_response_header(head(status, headers)?, head_only).await?;
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
@@ -196,10 +229,10 @@ impl Gateway {
             } else {
                 "Bearer"
             };
-            extra.push((header::WWW_AUTHENTICATE, error.to_string()));
+            extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static(error)));
         }
         if let Some(secs) = problem.retry_after {
-            extra.push((header::RETRY_AFTER, secs.to_string()));
+            extra.push((header::RETRY_AFTER, HeaderValue::from(secs)));
         }
         let body = Bytes::from(problem.to_json(&ctx.request_id));
         self.respond(session, ctx, problem.status, Some(problem::CONTENT_TYPE), &extra, body)
@@ -245,7 +278,7 @@ impl Gateway {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let location = format!("https://{authority}{path}");
+        let location = text_value(format!("https://{authority}{path}"))?;
         self.respond(session, ctx, 308, None, &[(header::LOCATION, location)], Bytes::new())
             .await
     }
@@ -269,15 +302,15 @@ impl Gateway {
         let extra = [
             (
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                "GET, POST, PUT, PATCH, DELETE".to_string(),
+                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
             ),
             (
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "authorization, content-type, x-request-id".to_string(),
+                HeaderValue::from_static("authorization, content-type, x-request-id"),
             ),
             (
                 header::ACCESS_CONTROL_MAX_AGE,
-                self.settings.cors.max_age_secs.to_string(),
+                HeaderValue::from(self.settings.cors.max_age_secs),
             ),
         ];
         self.respond(session, ctx, 204, None, &extra, Bytes::new()).await
@@ -381,7 +414,7 @@ impl Gateway {
                     format!("{lookup_method} is not allowed here"),
                 );
                 let body = Bytes::from(problem.to_json(&ctx.request_id));
-                let extra = [(header::ALLOW, allow)];
+                let extra = [(header::ALLOW, text_value(allow)?)];
                 return self
                     .respond(session, ctx, 405, Some(problem::CONTENT_TYPE), &extra, body)
                     .await;
@@ -436,8 +469,8 @@ impl Gateway {
         };
         if let Some(hit) = cached {
             drop(in_flight);
-            let status = format!("fleet; hit; ttl={}", hit.ttl_secs);
-            let extra = [(http::HeaderName::from_static("cache-status"), status)];
+            let status = text_value(format!("fleet; hit; ttl={}", hit.ttl_secs))?;
+            let extra = [(CACHE_STATUS, status)];
             return self
                 .respond(session, ctx, 200, Some("application/json"), &extra, hit.body)
                 .await;
@@ -521,10 +554,7 @@ impl Gateway {
         self.cache.put(key, body.clone()).await;
         drop(in_flight);
         let fwd = if bypass { "request" } else { "miss" };
-        let extra = [(
-            http::HeaderName::from_static("cache-status"),
-            format!("fleet; fwd={fwd}; stored"),
-        )];
+        let extra = [(CACHE_STATUS, text_value(format!("fleet; fwd={fwd}; stored"))?)];
         self.respond(session, ctx, 200, Some("application/json"), &extra, body)
             .await
     }
@@ -537,15 +567,13 @@ impl Gateway {
         code: tonic::Code,
         message: &str,
     ) -> Answer {
-        let mut resp = ResponseHeader::build(200, Some(8))?;
-        self.decorate(&mut resp, ctx)?;
-        resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
-        resp.insert_header("grpc-status", (code as i32).to_string())?;
-        resp.insert_header(
-            "grpc-message",
-            message.replace(|c: char| !c.is_ascii_graphic() && c != ' ', ""),
-        )?;
-        session.write_response_header(Box::new(resp), true).await?;
+        let mut headers = HeaderMap::with_capacity(12);
+        self.decorate(&mut headers, ctx);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(GRPC_STATUS, HeaderValue::from(code as i32));
+        let message = message.replace(|c: char| !c.is_ascii_graphic() && c != ' ', "");
+        headers.insert(GRPC_MESSAGE, text_value(message)?);
+        session.write_response_header(head(200, headers)?, true).await?;
         Ok(true)
     }
 
@@ -623,7 +651,7 @@ impl Gateway {
             "/api/v1/openapi.json" if method == Method::GET => {
                 ctx.endpoint = "/api/v1/openapi.json".into();
                 let body = self.openapi.clone();
-                let extra = [(header::CACHE_CONTROL, "public, max-age=300".to_string())];
+                let extra = [(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"))];
                 self.respond(session, ctx, 200, Some("application/json"), &extra, body)
                     .await
             }
@@ -658,7 +686,7 @@ impl ProxyHttp for Gateway {
             .map_or_else(new_request_id, str::to_string);
         // A span costs microseconds on every request: it is opened when
         // something reads it, the exporter or logs at info.
-        if fleet_kit::trace::exporting() || tracing::event_enabled!(tracing::Level::INFO) {
+        if fleet_kit::trace::spans_read() {
             ctx.span = tracing::info_span!(
                 "request",
                 otel.kind = "server",
@@ -667,10 +695,13 @@ impl ProxyHttp for Gateway {
                 route = tracing::field::Empty,
                 user_id = tracing::field::Empty,
             );
+            fleet_kit::trace::continue_from_headers(&ctx.span, &session.req_header().headers);
+            let method = session.req_header().method.as_str().to_string();
+            fleet_kit::trace::set_attribute(&ctx.span, "http.request.method", method);
         }
-        fleet_kit::trace::continue_from_headers(&ctx.span, &session.req_header().headers);
-        let method = session.req_header().method.as_str().to_string();
-        fleet_kit::trace::set_attribute(&ctx.span, "http.request.method", method);
+        if ctx.span.is_none() {
+            return self.route(session, ctx).await;
+        }
         let span = ctx.span.clone();
         self.route(session, ctx).instrument(span).await
     }
@@ -707,7 +738,12 @@ impl ProxyHttp for Gateway {
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        self.decorate(upstream, ctx)
+        let mut headers = HeaderMap::with_capacity(12);
+        self.decorate(&mut headers, ctx);
+        for (name, value) in &headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(
@@ -745,7 +781,7 @@ impl ProxyHttp for Gateway {
     /// the cause when the gateway or a service failed, at info otherwise.
     async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let method = session.req_header().method.as_str();
+        let method = &session.req_header().method;
         // A request that ended before routing (a broken connection) shares one label.
         let endpoint = if ctx.endpoint.is_empty() {
             "unknown"
@@ -755,9 +791,11 @@ impl ProxyHttp for Gateway {
         let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         self.metrics.request(method, endpoint, status, seconds);
         let span = std::mem::replace(&mut ctx.span, tracing::Span::none());
-        fleet_kit::trace::rename(&span, format!("{method} {endpoint}"));
-        span.record("route", endpoint);
-        fleet_kit::trace::set_attribute(&span, "http.response.status_code", i64::from(status));
+        if !span.is_none() {
+            fleet_kit::trace::rename(&span, format!("{method} {endpoint}"));
+            span.record("route", endpoint);
+            fleet_kit::trace::set_attribute(&span, "http.response.status_code", i64::from(status));
+        }
         let _inside = span.enter();
         let cause = match (&ctx.failure, error) {
             (Some(failure), Some(error)) => Some(format!("{failure}; {error}")),
@@ -778,7 +816,7 @@ impl ProxyHttp for Gateway {
                 request_id,
                 route = endpoint,
                 user_id,
-                method,
+                method = method.as_str(),
                 status,
                 cause,
                 seconds,
@@ -789,7 +827,7 @@ impl ProxyHttp for Gateway {
                 request_id,
                 route = endpoint,
                 user_id,
-                method,
+                method = method.as_str(),
                 status,
                 cause,
                 seconds,

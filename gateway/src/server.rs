@@ -148,6 +148,7 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         metrics: deps.metrics.clone(),
         dependencies,
         process: deps.process.clone(),
+        hsts: format!("max-age={}; includeSubDomains", deps.settings.hsts_max_age_secs).try_into()?,
     })
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tracing::{Subscriber, field::Field};
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{FilterExt, Targets, filter_fn},
+    filter::{FilterExt, LevelFilter, Targets, filter_fn},
     fmt::{self, FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter, format::Writer},
     prelude::*,
     registry::LookupSpan,
@@ -125,13 +125,21 @@ pub fn init(config: &LogConfig, trace: &TraceConfig) -> Telemetry {
     if installed.is_err() {
         tracing::debug!("a tracing subscriber was already installed");
     }
+    crate::trace::set_spans_read(provider.is_some() || logs_at_info(config));
     if let Some(err) = failure {
         tracing::error!(error = format!("{err:#}"), "traces cannot be exported");
     } else if provider.is_some() {
-        crate::trace::set_exporting(true);
         tracing::info!("exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// Whether the log level lets `info` lines through for some target.
+fn logs_at_info(config: &LogConfig) -> bool {
+    EnvFilter::try_new(&config.level)
+        .ok()
+        .and_then(|filter| filter.max_level_hint())
+        .is_none_or(|hint| hint >= LevelFilter::INFO)
 }
 
 /// Logs to `writer`, and spans to `provider` when there is one.
@@ -146,8 +154,11 @@ where
     let level = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // The level filters events; the fleet's own spans stay visible to the
     // log layer whatever the level, so that a warning still names its
-    // request, route and user.
-    let filter = level.or(filter_fn(|meta| meta.is_span()).and(traced_targets()));
+    // request, route and user. The hint lets `log` records of libraries
+    // below the level be skipped before they reach the subscriber.
+    let fleet_spans = filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO)
+        .with_max_level_hint(LevelFilter::INFO);
+    let filter = level.or(fleet_spans.and(traced_targets()));
     let logs = match config.format {
         LogFormat::Json => fmt::layer()
             .fmt_fields(SpanFields)
@@ -357,6 +368,31 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect()
+    }
+
+    #[test]
+    fn request_spans_are_wanted_when_some_target_logs_at_info() {
+        let at = |level: &str| {
+            logs_at_info(&LogConfig {
+                level: level.into(),
+                format: LogFormat::Json,
+            })
+        };
+        assert!(at("info"));
+        assert!(at("debug"));
+        assert!(at("error,fleet_gateway=info"));
+        assert!(!at("error"));
+        assert!(!at("warn,fleet_auth=warn"));
+    }
+
+    #[test]
+    fn the_log_filter_hints_a_level_so_library_log_records_below_it_are_skipped() {
+        let config = LogConfig {
+            level: "error".into(),
+            format: LogFormat::Json,
+        };
+        let hint = subscriber(&config, None, std::io::sink).max_level_hint();
+        assert_eq!(hint, Some(LevelFilter::INFO), "spans are info; nothing finer is read");
     }
 
     #[test]

@@ -19,16 +19,18 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// True until [`crate::telemetry::init`] says otherwise: a process that
+/// never installed the fleet's subscriber keeps its spans.
+static SPANS_READ: AtomicBool = AtomicBool::new(true);
 
-/// Whether this process exports spans. A hot path may leave out a span that
-/// nothing would read.
-pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+/// Whether anything reads this process's request spans: the exporter, or
+/// logs at `info` or finer. A hot path leaves out a span nothing would read.
+pub fn spans_read() -> bool {
+    SPANS_READ.load(Ordering::Relaxed)
 }
 
-pub(crate) fn set_exporting(on: bool) {
-    EXPORTING.store(on, Ordering::Relaxed);
+pub(crate) fn set_spans_read(on: bool) {
+    SPANS_READ.store(on, Ordering::Relaxed);
 }
 
 /// Reads `traceparent`/`tracestate` from HTTP headers.
