@@ -18,6 +18,12 @@ use crate::{
     config::FleetConfig,
 };
 
+/// The gateway's hit path allocates for every request (headers, labels,
+/// futures); mimalloc's thread-local pages serve that at a fraction of the
+/// system allocator's cost, and without its consolidation pauses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "fleet", version, about = "Fleet: user accounts behind one gateway")]
 struct Cli {
