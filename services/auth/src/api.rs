@@ -33,11 +33,12 @@ use uuid::Uuid;
 use crate::{
     directory::UserDirectory,
     error::AuthError,
+    hashing::{HashingPool, Ticket},
     keys::TokenIssuer,
     lockout::{AttemptDecision, LockoutPolicy},
     metrics::AuthMetrics,
     mfa::{MfaSettings, SealingKey, sms::SmsSender, totp::TotpParams},
-    password::{self, Password},
+    password::Password,
     store::{AuthStore, Counter, CredentialRecord, NewSession, PRODUCER, Revocation, Revoke, RevokeReason, Rotation},
 };
 
@@ -95,6 +96,8 @@ pub struct AuthApi {
     pub sealing: Arc<SealingKey>,
     /// Delivers SMS codes, when they are enabled.
     pub sms: Option<Arc<dyn SmsSender>>,
+    /// Where passwords are hashed and checked.
+    pub hashing: Arc<HashingPool>,
     /// Login counters.
     pub metrics: AuthMetrics,
 }
@@ -146,7 +149,7 @@ impl AuthApi {
     async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, AuthError> {
         let password = Password::parse_new(&req.password, "password").map_err(Violations::from)?;
         // Hash before creating the account: nothing to undo if it fails.
-        let hash = password::hash(&password).await?;
+        let hash = self.hashing.admit()?.hash(&password).await?;
         let user = self
             .directory
             .create(&req.email, &req.display_name)
@@ -163,20 +166,23 @@ impl AuthApi {
         Ok(RegisterResponse { user: Some(user) })
     }
 
-    /// Checks a password under the lockout policy.
+    /// Checks a password under the lockout policy. A place in the hashing
+    /// pool is taken first, so an attempt refused for load is never counted;
+    /// the answer is that place, for any hashing that follows.
     pub(crate) async fn check_password(
         &self,
         user_id: Uuid,
         password: &Password,
         client: &ClientInfo,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Ticket, AuthError> {
+        let ticket = self.hashing.admit()?;
         let Some(creds) = self.store.credentials(user_id).await? else {
-            password::verify(password, None).await?;
+            ticket.verify(password, None).await?;
             return Err(AuthError::BadCredentials);
         };
         let (failures, creds) = self.count_attempt(creds, Counter::Password, client).await?;
-        if password::verify(password, Some(creds.password_hash)).await? {
-            return Ok(());
+        if ticket.verify(password, Some(creds.password_hash)).await? {
+            return Ok(ticket);
         }
         self.emit_failure(user_id, "bad_password", failures, client).await?;
         Err(AuthError::BadCredentials)
@@ -276,7 +282,7 @@ impl AuthApi {
             .map_err(AuthError::from_users)?
         else {
             // Comparable work whether or not the email exists.
-            password::verify(&password, None).await?;
+            self.hashing.admit()?.verify(&password, None).await?;
             return Err(AuthError::BadCredentials);
         };
         let user_id = user_id_of(&user)?;
@@ -444,9 +450,10 @@ impl AuthApi {
         let Some(new) = new else {
             return Err(AuthError::Unexpected(anyhow::anyhow!("validated password missing")));
         };
-        self.check_password(user_id, &Password::presented(&req.current_password), &client)
+        let ticket = self
+            .check_password(user_id, &Password::presented(&req.current_password), &client)
             .await?;
-        let hash = password::hash(&new).await?;
+        let hash = ticket.hash(&new).await?;
         let how = self.revocation(RevokeReason::PasswordChanged);
         let ids = self.store.change_password(user_id, &hash, session_id, how).await?;
         self.revoked_here(&ids, &how);

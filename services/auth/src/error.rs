@@ -6,6 +6,8 @@ use fleet_kit::error::{Violations, internal, invalid_argument};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::hashing::{self, Overloaded};
+
 /// Everything an auth RPC can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -45,6 +47,9 @@ pub enum AuthError {
     /// No such session of the caller.
     #[error("session not found")]
     SessionNotFound,
+    /// Every password-hashing thread is busy and the queue is full.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     /// The users service answered with an error meant for the caller.
     #[error("{}", .0.message())]
     Upstream(Status),
@@ -97,6 +102,11 @@ impl From<AuthError> for Status {
             AuthError::SessionNotFound => Status::not_found(err.to_string()),
             AuthError::MfaState(_) => Status::failed_precondition(err.to_string()),
             AuthError::SmsUndeliverable => Status::unavailable(err.to_string()),
+            AuthError::Overloaded(_) => Status::with_error_details(
+                Code::Unavailable,
+                err.to_string(),
+                ErrorDetails::with_retry_info(Some(hashing::RETRY_AFTER)),
+            ),
             AuthError::Upstream(status) => status,
             AuthError::Unexpected(e) => internal(&e),
         }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod directory;
 pub mod error;
+pub mod hashing;
 pub mod keys;
 pub mod lockout;
 pub mod metrics;
@@ -39,6 +40,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use api::{AuthApi, AuthGrpc};
+pub use hashing::{HashingPool, HashingSettings};
 pub use keys::TokenIssuer;
 pub use lockout::LockoutPolicy;
 pub use metrics::AuthMetrics;
@@ -65,6 +67,8 @@ pub struct AuthSettings {
     pub session_ttl_days: u32,
     /// Second factors.
     pub mfa: MfaSettings,
+    /// The password-hashing pool.
+    pub hashing: HashingSettings,
 }
 
 impl Default for AuthSettings {
@@ -73,6 +77,7 @@ impl Default for AuthSettings {
             lockout: LockoutPolicy::default(),
             session_ttl_days: 30,
             mfa: MfaSettings::default(),
+            hashing: HashingSettings::default(),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Deps {
     pub sealing: Arc<SealingKey>,
     /// Where logins are counted.
     pub metrics: AuthMetrics,
+    /// Where passwords are hashed (see [`HashingPool::start`]).
+    pub hashing: Arc<HashingPool>,
 }
 
 /// Makes the store ready.
@@ -144,6 +151,7 @@ pub async fn build(deps: &Deps) -> anyhow::Result<Auth> {
         totp: TotpParams::default(),
         sealing: deps.sealing.clone(),
         sms: mfa::sms::sender(&deps.settings.mfa.sms)?,
+        hashing: deps.hashing.clone(),
         metrics: deps.metrics.clone(),
     });
     Ok(Auth { api, verifier })

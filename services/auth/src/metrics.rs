@@ -21,6 +21,8 @@ pub struct AuthMetrics {
     pub login_attempts: Family<Outcome, Counter>,
     /// Second steps of logins.
     pub mfa_attempts: Family<Outcome, Counter>,
+    /// Requests refused because the password-hashing pool was full.
+    pub hashes_refused: Counter,
 }
 
 fn outcome(success: bool) -> Outcome {
@@ -43,12 +45,22 @@ impl AuthMetrics {
             "Second steps of logins, by outcome",
             metrics.mfa_attempts.clone(),
         );
+        registry.register(
+            "auth_password_hashes_refused",
+            "Requests refused at once because every password-hashing thread was busy and the queue full",
+            metrics.hashes_refused.clone(),
+        );
         metrics
     }
 
     /// Counts a password step.
     pub fn login(&self, success: bool) {
         self.login_attempts.get_or_create(&outcome(success)).inc();
+    }
+
+    /// Counts a refusal of the hashing pool.
+    pub fn hash_refused(&self) {
+        self.hashes_refused.inc();
     }
 
     /// Counts a second step.
@@ -69,6 +81,7 @@ mod tests {
         metrics.login(true);
         metrics.login(true);
         metrics.mfa(true);
+        metrics.hash_refused();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("auth_login_attempts_total{success=\"true\"} 2"), "{text}");
@@ -77,5 +90,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("auth_mfa_attempts_total{success=\"true\"} 1"), "{text}");
+        assert!(text.contains("auth_password_hashes_refused_total 1"), "{text}");
     }
 }

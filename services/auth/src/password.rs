@@ -1,10 +1,9 @@
-//! Password hashing: argon2id at OWASP parameters, run off the async worker
-//! threads. Unknown accounts are checked against a dummy hash so that the
+//! Password hashing: argon2id at OWASP parameters, run on the threads of the
+//! [`HashingPool`](crate::hashing::HashingPool). Unknown accounts are checked against a dummy hash so that the
 //! answer takes comparable work whether or not the email exists.
 
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context;
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version, password_hash::SaltString,
 };
@@ -60,33 +59,24 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes a password (PHC string) on the blocking pool.
-pub async fn hash(password: &Password) -> anyhow::Result<String> {
-    let password = password.0.clone();
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
-    })
-    .await
-    .context("the hashing task failed")?
+/// Hashes a password (PHC string) on the calling thread: callers go through
+/// the [`HashingPool`](crate::hashing::HashingPool).
+pub(crate) fn hash_now(password: &Password) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.0.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
 }
 
-/// Whether `password` matches `phc`, verified on the blocking pool. With no
-/// hash (unknown account) a dummy one is checked, and the answer is false.
-pub async fn verify(password: &Password, phc: Option<String>) -> anyhow::Result<bool> {
-    let password = password.0.clone();
-    tokio::task::spawn_blocking(move || {
-        let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| dummy_hash().to_string());
-        let parsed = PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("a stored hash does not parse: {e}"))?;
-        let matches = argon2().verify_password(password.as_bytes(), &parsed).is_ok();
-        Ok(known && matches)
-    })
-    .await
-    .context("the verification task failed")?
+/// Whether `password` matches `phc`, on the calling thread. With no hash
+/// (unknown account) a dummy one is checked, and the answer is false.
+pub(crate) fn verify_now(password: &Password, phc: Option<String>) -> anyhow::Result<bool> {
+    let known = phc.is_some();
+    let phc = phc.unwrap_or_else(|| dummy_hash().to_string());
+    let parsed = PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("a stored hash does not parse: {e}"))?;
+    let matches = argon2().verify_password(password.0.as_bytes(), &parsed).is_ok();
+    Ok(known && matches)
 }
 
 fn dummy_hash() -> &'static str {
@@ -104,14 +94,14 @@ fn dummy_hash() -> &'static str {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn hashes_are_argon2id_at_owasp_parameters_and_verify() {
+    #[test]
+    fn hashes_are_argon2id_at_owasp_parameters_and_verify() {
         let pw = Password::parse_new("correct horse battery", "password").unwrap();
-        let phc = hash(&pw).await.unwrap();
+        let phc = hash_now(&pw).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(verify(&pw, Some(phc.clone())).await.unwrap());
-        assert!(!verify(&Password::presented("wrong"), Some(phc)).await.unwrap());
-        assert!(!verify(&pw, None).await.unwrap());
+        assert!(verify_now(&pw, Some(phc.clone())).unwrap());
+        assert!(!verify_now(&Password::presented("wrong"), Some(phc)).unwrap());
+        assert!(!verify_now(&pw, None).unwrap());
     }
 
     #[test]

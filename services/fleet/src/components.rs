@@ -177,6 +177,7 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
                     users: channel(&config.users.url)?,
                     revoked: revoked.clone(),
                     sealing: Arc::new(config.auth.settings.mfa.sealing_key(&config.data_dir.join("mfa.key"))?),
+                    hashing: fleet_auth::HashingPool::start(&config.auth.settings.hashing, auth_metrics.clone())?,
                     metrics: auth_metrics.clone(),
                 };
                 tasks.spawn(async move { ("auth", fleet_auth::serve(deps, listener, stop).await) });

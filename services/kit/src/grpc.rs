@@ -6,8 +6,10 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{service::Routes, transport::Server};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
 
 use crate::{layer::AuthLayer, observed::ObserveLayer, token::TokenVerifier};
@@ -21,6 +23,11 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Serves `routes` on `listener` until `shutdown` resolves. `services` are the
 /// fully-qualified names reported as SERVING through grpc.health.v1.
+///
+/// Accepted connections get `TCP_NODELAY`: tonic's builder setting applies only
+/// to listeners it binds itself, and without it Nagle's algorithm holds an
+/// answer's last small segment back for the peer's delayed ACK (a ~40 ms tail
+/// on loopback).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -45,7 +52,7 @@ pub async fn serve(
         .layer(ObserveLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown.await;
             for name in services {
                 health.set_service_status(*name, ServingStatus::NotServing).await;

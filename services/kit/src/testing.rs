@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod sockets;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, Executor, PgConnection};

@@ -2,6 +2,10 @@
 //! real gRPC.
 
 use chrono::Duration;
+use fleet_auth::{
+    HashingSettings,
+    store::{Counter, auth_store},
+};
 use fleet_kit::{backend_tests, testing::TestBackend};
 use fleet_proto::{
     auth::v1::{
@@ -11,6 +15,7 @@ use fleet_proto::{
     users::v1::GetMeRequest,
 };
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::helpers::{PASSWORD, Stack, authed, violated_fields};
 
@@ -191,6 +196,51 @@ async fn the_failed_login_limit_holds_under_concurrent_attempts(backend: TestBac
     let locked = stack.login_with("ada@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(locked.code(), Code::ResourceExhausted);
     stack.clock.advance(Duration::seconds(31));
+    stack.login("ada@example.com").await;
+}
+
+async fn a_full_hashing_pool_refuses_at_once_and_counts_no_failure(backend: TestBackend) {
+    let settings = fleet_auth::AuthSettings {
+        hashing: HashingSettings {
+            workers: 1,
+            max_queued: 1,
+            nice: 10,
+        },
+        ..Default::default()
+    };
+    let Some(stack) = Stack::start_with(backend, settings).await else {
+        return;
+    };
+    let ada = stack.register("ada@example.com", "Ada").await;
+    // Every place taken, as by a storm of logins in flight.
+    let held = [stack.hashing.admit().unwrap(), stack.hashing.admit().unwrap()];
+
+    let mut refusals = Vec::new();
+    for password in [PASSWORD, "a wrong guess!", "another wrong guess"] {
+        refusals.push(stack.login_with("ada@example.com", password).await.unwrap_err());
+    }
+    refusals.push(stack.login_with("nobody@example.com", PASSWORD).await.unwrap_err());
+    let register = stack
+        .auth
+        .clone()
+        .register(RegisterRequest {
+            email: "grace@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "Grace".into(),
+        })
+        .await;
+    refusals.push(register.unwrap_err());
+    for refused in &refusals {
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        let retry = refused.get_details_retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(std::time::Duration::from_secs(1)), "{refused:?}");
+    }
+
+    // Refused attempts were never counted against the account.
+    let user_id = ada.id.parse().unwrap();
+    let creds = auth_store(&stack.auth_db).credentials(user_id).await.unwrap().unwrap();
+    assert_eq!(creds.failures(Counter::Password).0, 0);
+    drop(held);
     stack.login("ada@example.com").await;
 }
 
@@ -506,6 +556,7 @@ backend_tests!(
     bad_input_is_invalid_argument_with_field_details,
     a_wrong_password_and_an_unknown_email_answer_alike,
     the_failed_login_limit_holds_under_concurrent_attempts,
+    a_full_hashing_pool_refuses_at_once_and_counts_no_failure,
     changing_the_password_revokes_the_other_sessions,
     a_user_revokes_only_their_own_sessions,
     an_expired_access_token_is_refused,

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use fleet_auth::{AuthSettings, SealingKey};
+use fleet_auth::{AuthSettings, HashingPool, SealingKey};
 use fleet_kit::{
     Db,
     clock::ManualClock,
@@ -34,6 +34,8 @@ pub struct Stack {
     pub bus: InProcessBus,
     pub auth_db: Db,
     pub users_db: Db,
+    /// The auth service's password-hashing pool.
+    pub hashing: Arc<HashingPool>,
     shutdown: CancellationToken,
     _databases: (TestDatabase, TestDatabase),
 }
@@ -97,6 +99,7 @@ impl Stack {
             verifier,
         };
         tokio::spawn(fleet_users::serve(users_deps, users_listener, shutdown.clone()));
+        let hashing = HashingPool::start(&settings.hashing, Default::default()).unwrap();
         let auth_deps = fleet_auth::Deps {
             db: auth_db.clone(),
             bus: publisher,
@@ -108,6 +111,7 @@ impl Stack {
             revoked,
             sealing: Arc::new(SealingKey::from_base64(&SealingKey::generate_base64().unwrap()).unwrap()),
             metrics: Default::default(),
+            hashing: hashing.clone(),
         };
         tokio::spawn(fleet_auth::serve(auth_deps, auth_listener, shutdown.clone()));
 
@@ -118,6 +122,7 @@ impl Stack {
             bus,
             auth_db,
             users_db,
+            hashing,
             shutdown,
             _databases: (users_database, auth_database),
         })

@@ -208,6 +208,16 @@ impl Fleet {
         }
     }
 
+    /// The process id of `fleet`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The gRPC ports of auth and users.
+    pub fn service_ports(&self) -> [u16; 2] {
+        [self.auth_port, self.users_port]
+    }
+
     /// The process's Prometheus exposition.
     pub async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.admin);
