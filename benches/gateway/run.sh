@@ -2,7 +2,11 @@
 # Gateway benchmark: a cache hit on GET /api/v1/users through the gateway
 # against nginx's proxy_cache serving the same answer, the same hit with
 # Redis rate limiting on (a limit nothing reaches), and an uncached
-# transcoded GET. The servers under test run on core 0, wrk on core 1.
+# transcoded GET, over plain HTTP; then the cache hit and the uncached GET
+# over HTTPS (HTTP/1.1, wrk) and HTTP/2 (h2load), each beside nginx
+# terminating TLS the same way (for the uncached GET, nginx terminates TLS
+# in front of the gateway's plain listener). The servers under test run on
+# core 0, the load generators on core 1.
 #
 #   bash benches/gateway/run.sh    # ROUNDS=3 DURATION=10s CONNECTIONS=32 by default
 #
@@ -10,7 +14,9 @@
 # shared machine falls on one round rather than on one contender; each
 # round's figures are printed, then the median of every column.
 #
-# Needs Redis on 127.0.0.1:6379; installs nginx and wrk from Debian if missing.
+# Needs Redis on 127.0.0.1:6379; installs nginx, wrk and h2load from Debian
+# if missing. h2load reports no percentiles: its rows give the mean and the
+# maximum instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,6 +28,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fleet/target}"
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -37,64 +44,52 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# "name port-base [NAME=value...]": a fleet whose gateway serves plain HTTP
-# on port-base+80 with one worker thread; its other listeners sit beside it.
-start_fleet() {
-  local name=$1 p=$2
-  shift 2
-  mkdir -p "$work/$name"
-  env -i PATH="$PATH" HOME="$HOME" \
-    FLEET_DATA_DIR="$work/$name/data" FLEET_LOG__LEVEL=error \
-    FLEET_AUTH__LISTEN=127.0.0.1:$((p + 51)) FLEET_AUTH__URL=http://127.0.0.1:$((p + 51)) \
-    FLEET_USERS__LISTEN=127.0.0.1:$((p + 52)) FLEET_USERS__URL=http://127.0.0.1:$((p + 52)) \
-    FLEET_GATEWAY__HTTP_LISTEN=127.0.0.1:$((p + 80)) FLEET_GATEWAY__HTTPS_LISTEN=127.0.0.1:$((p + 43)) \
-    FLEET_GATEWAY__HTTP_MODE=serve FLEET_GATEWAY__THREADS=1 FLEET_ADMIN_LISTEN=127.0.0.1:$((p + 90)) \
-    "$@" taskset -c 0 "$fleet" run >"$work/$name/fleet.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$((p + 80))/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "the fleet $name did not start:" >&2
-  cat "$work/$name/fleet.log" >&2
-  exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+# Each fleet: one gateway worker thread on core 0, plain HTTP served as is.
+export FLEET_WRAP="taskset -c 0"
+solo=(FLEET_GATEWAY__HTTP_MODE=serve FLEET_GATEWAY__THREADS=1)
 
-login() { # base URL; prints an access token
-  curl -sf "$1/api/v1/auth/register" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"benchmark password","display_name":"Bench"}' >/dev/null || true
-  curl -sf "$1/api/v1/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"benchmark password"}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
-
-# "key url token": warms the caches, runs wrk, and appends
-# "key req/s p50 p99 non-2xx" (latencies in ms) to the results.
-measure() {
-  local key=$1 url=$2 token=$3 code
+# "url token": asks three times (filling the caches); fails unless 200.
+warm() {
+  local url=$1 token=$2 code
   for _ in 1 2 3; do
-    code=$(curl -s -o "$work/warm.json" -w '%{http_code}' -H "authorization: Bearer $token" "$url")
+    code=$(curl -sk -o "$work/warm.json" -w '%{http_code}' -H "authorization: Bearer $token" "$url")
     if [ "$code" != 200 ]; then
       echo "warming $url answered $code: $(cat "$work/warm.json")" >&2
       exit 1
     fi
   done
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $token" "$url" |
-    awk -v key="$key" '
+}
+
+# "key url token": warms, runs wrk, and appends "key req/s p50 p99 non-2xx"
+# (latencies in ms) to the results.
+measure() {
+  warm "$2" "$3"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $3" "$2" |
+    wrk_summary "$1" >>"$work/results"
+}
+
+# The same over HTTP/2 with h2load (one stream per connection): appends
+# "key req/s mean max non-2xx", its latencies being the mean and the maximum.
+measure_h2() {
+  warm "$2" "$3"
+  taskset -c 1 h2load -t1 -c"$CONNECTIONS" -m1 -D"${DURATION%s}" --warm-up-time=1 -H "authorization: Bearer $3" "$2" |
+    awk -v key="$1" '
       function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-      /Requests\/sec/ { rps = $2 }
-      $1 == "50%" { p50 = ms($2) }
-      $1 == "99%" { p99 = ms($2) }
-      /Non-2xx/ { errors = $5 }
-      END { printf "%s %.0f %.3f %.3f %d\n", key, rps, p50, p99, errors }' >>"$work/results"
+      /^finished in/ { rps = $4 }
+      /^status codes:/ { errors = $5 + $7 + $9 }
+      /^time for request:/ { min = ms($4); max = ms($5); mean = ms($6) }
+      END { printf "%s %.0f %.3f %.3f %d\n", key, rps, mean, max, errors }' >>"$work/results"
 }
 
 # The gateway's own cache, no rate limiting; nginx's cache in front of it.
-start_fleet plain 18000 FLEET_GATEWAY__RATE_LIMIT__ENABLED=false
+start_fleet plain 18000 "${solo[@]}"
 plain=http://127.0.0.1:18080
+plain_tls=https://127.0.0.1:18043
 plain_token=$(login "$plain")
 # The gateway's cache with Redis rate limiting on, at a limit never reached.
-start_fleet limited 18100 FLEET_REDIS_URL=redis://127.0.0.1:6379 FLEET_GATEWAY__RATE_LIMIT__ENABLED=true \
+start_fleet limited 18100 "${solo[@]}" FLEET_REDIS_URL=redis://127.0.0.1:6379 FLEET_GATEWAY__RATE_LIMIT__ENABLED=true \
   FLEET_GATEWAY__RATE_LIMIT__USER__LIMIT=1000000000 FLEET_GATEWAY__RATE_LIMIT__KEY_PREFIX="bench:$$:" \
   FLEET_GATEWAY__CACHE__KEY_PREFIX="bench:$$:cache:" FLEET_GATEWAY__RATE_LIMIT__ANONYMOUS__LIMIT=1000000
 limited=http://127.0.0.1:18180
@@ -102,10 +97,13 @@ limited_token=$(login "$limited")
 
 # nginx's proxy_cache in front of the same answer (one worker, core 0).
 NGINX=18081
+NGINX_TLS=18444
 mkdir -p "$work/nginx/cache"
 # nginx's workers drop root; let them into the scratch directory.
 chmod 755 "$work"
 chmod -R 777 "$work/nginx"
+chmod 755 "$work/plain" "$work/plain/data" "$work/plain/data/tls"
+chmod 644 "$work/plain/data/tls/"*.pem
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 error_log $work/nginx/error.log crit;
@@ -117,6 +115,16 @@ http {
   upstream gateway { server 127.0.0.1:18080; keepalive 32; }
   server {
     listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$NGINX_TLS ssl http2;
+    ssl_certificate $work/plain/data/tls/dev-cert.pem;
+    ssl_certificate_key $work/plain/data/tls/dev-key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:tls:10m;
+    location = /api/v1/users/me {
+      proxy_pass http://gateway;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
     location / {
       proxy_pass http://gateway;
       proxy_http_version 1.1;
@@ -141,6 +149,14 @@ for round in $(seq 1 "$ROUNDS"); do
   measure "nginx:$round" "http://127.0.0.1:$NGINX/api/v1/users" "$plain_token"
   measure "limited:$round" "$limited/api/v1/users" "$limited_token"
   measure "uncached:$round" "$plain/api/v1/users/me" "$plain_token"
+  measure "hit_tls:$round" "$plain_tls/api/v1/users" "$plain_token"
+  measure "nginx_tls:$round" "https://127.0.0.1:$NGINX_TLS/api/v1/users" "$plain_token"
+  measure "me_tls:$round" "$plain_tls/api/v1/users/me" "$plain_token"
+  measure "nginx_me_tls:$round" "https://127.0.0.1:$NGINX_TLS/api/v1/users/me" "$plain_token"
+  measure_h2 "hit_h2:$round" "$plain_tls/api/v1/users" "$plain_token"
+  measure_h2 "nginx_h2:$round" "https://127.0.0.1:$NGINX_TLS/api/v1/users" "$plain_token"
+  measure_h2 "me_h2:$round" "$plain_tls/api/v1/users/me" "$plain_token"
+  measure_h2 "nginx_me_h2:$round" "https://127.0.0.1:$NGINX_TLS/api/v1/users/me" "$plain_token"
 done
 
 python3 - "$work/results" <<'PY'
@@ -150,13 +166,21 @@ names = {
     "nginx": "nginx: proxy_cache hit, same answer",
     "limited": "gateway: cache hit + Redis rate limiting",
     "uncached": "gateway: uncached transcoded GET /users/me",
+    "hit_tls": "HTTPS/1.1 gateway: cache hit",
+    "nginx_tls": "HTTPS/1.1 nginx: proxy_cache hit",
+    "me_tls": "HTTPS/1.1 gateway: uncached /users/me",
+    "nginx_me_tls": "HTTPS/1.1 nginx TLS -> gateway HTTP: /users/me",
+    "hit_h2": "HTTP/2 gateway: cache hit (mean, max)",
+    "nginx_h2": "HTTP/2 nginx: proxy_cache hit (mean, max)",
+    "me_h2": "HTTP/2 gateway: uncached /users/me (mean, max)",
+    "nginx_me_h2": "HTTP/2 nginx TLS -> gateway HTTP: /users/me (mean, max)",
 }
 runs = {}
 for line in open(sys.argv[1]):
     key, rps, p50, p99, errors = line.split()
     runs.setdefault(key.split(":")[0], []).append((float(rps), float(p50), float(p99), int(errors)))
-print(f"| {'scenario':<44} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | rounds (req/s, p99 ms) |")
-print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 24}|")
+print(f"| {'scenario':<54} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | rounds (req/s, p99 ms) |")
+print(f"|{'-' * 56}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 24}|")
 medians = {}
 for key, name in names.items():
     rows = runs[key]
@@ -165,9 +189,14 @@ for key, name in names.items():
     rounds = ", ".join(f"{r[0]:.0f} ({r[2]:.2f})" for r in rows)
     errors = sum(r[3] for r in rows)
     note = f"; {errors} non-2xx" if errors else ""
-    print(f"| {name:<44} | {med[0]:>8.0f} | {med[1]:>7.3f} | {med[2]:>7.3f} | {rounds}{note} |")
+    print(f"| {name:<54} | {med[0]:>8.0f} | {med[1]:>7.3f} | {med[2]:>7.3f} | {rounds}{note} |")
 hit, nginx, limited = medians["hit"], medians["nginx"], medians["limited"]
 print()
 print(f"cache hit against nginx: {hit[0] / nginx[0]:.2f}x the requests/s, p99 {hit[2]:.3f} ms against {nginx[2]:.3f} ms")
 print(f"Redis rate limiting costs {100 * (1 - limited[0] / hit[0]):.1f} % of the cache hit's requests/s")
+for proto in ("tls", "h2"):
+    hit, nginx = medians[f"hit_{proto}"], medians[f"nginx_{proto}"]
+    me, nginx_me = medians[f"me_{proto}"], medians[f"nginx_me_{proto}"]
+    print(f"{proto}: cache hit {hit[0] / nginx[0]:.2f}x nginx's requests/s; uncached {me[0] / hit[0]:.2f}x the hit,"
+          f" {me[0] / nginx_me[0]:.2f}x nginx terminating TLS in front")
 PY

@@ -189,7 +189,8 @@ impl BackgroundService for Prober {
     }
 }
 
-/// A service the gateway routes to, through the gateway's own channel.
+/// A service the gateway routes to, through a channel to the same address as
+/// requests use (its own: see [`Upstreams::probe_channel`]).
 pub struct ServiceProbe {
     name: String,
     service: String,
@@ -222,7 +223,7 @@ impl Probe for ServiceProbe {
     async fn check(&self) -> anyhow::Result<()> {
         let channel = self
             .upstreams
-            .channel(&self.service)
+            .probe_channel(&self.service)
             .await
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         check_grpc_health(channel, &self.service).await

@@ -1,6 +1,13 @@
 //! The services behind the gateway: one gRPC channel each, created on first
 //! use inside the gateway's own runtime, and unary calls with dynamic
 //! (descriptor-driven) messages.
+//!
+//! A tonic channel's tasks (its buffer worker and its HTTP/2 connection) run
+//! on the runtime that first uses it. Requests' channels are therefore first
+//! used by requests, on the proxy's runtime; health probes, which run on a
+//! background service's runtime, have channels of their own. When a probe
+//! created the shared channel, every request's call crossed to the probe
+//! thread and back.
 
 use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
@@ -26,6 +33,7 @@ struct Upstream {
     url: String,
     authority: String,
     channel: OnceCell<Channel>,
+    probe: OnceCell<Channel>,
 }
 
 impl Upstreams {
@@ -44,27 +52,31 @@ impl Upstreams {
                     url,
                     authority,
                     channel: OnceCell::new(),
+                    probe: OnceCell::new(),
                 },
             );
         }
         Ok(Self { services: map })
     }
 
-    /// The channel of a service; created lazily, connecting on demand.
+    /// The channel requests to a service go through; created lazily,
+    /// connecting on demand, on the runtime of its first caller.
     pub async fn channel(&self, service: &str) -> Result<Channel, Status> {
-        let upstream = self
-            .services
+        let upstream = self.upstream(service)?;
+        upstream.channel.get_or_try_init(|| upstream.connect()).await.cloned()
+    }
+
+    /// A channel of its own for health probes of a service (see the module
+    /// documentation).
+    pub async fn probe_channel(&self, service: &str) -> Result<Channel, Status> {
+        let upstream = self.upstream(service)?;
+        upstream.probe.get_or_try_init(|| upstream.connect()).await.cloned()
+    }
+
+    fn upstream(&self, service: &str) -> Result<&Upstream, Status> {
+        self.services
             .get(service)
-            .ok_or_else(|| Status::unimplemented(format!("no upstream for {service}")))?;
-        upstream
-            .channel
-            .get_or_try_init(|| async {
-                Endpoint::from_shared(upstream.url.clone())
-                    .map(|e| e.connect_timeout(Duration::from_secs(2)).connect_lazy())
-                    .map_err(|e| Status::internal(format!("bad upstream URL: {e}")))
-            })
-            .await
-            .cloned()
+            .ok_or_else(|| Status::unimplemented(format!("no upstream for {service}")))
     }
 
     /// `host:port` of a service, for proxying gRPC as is.
@@ -117,6 +129,14 @@ impl Upstreams {
             Ok(Err(status)) => Err(status),
             Err(_) => Err(late()),
         }
+    }
+}
+
+impl Upstream {
+    async fn connect(&self) -> Result<Channel, Status> {
+        Endpoint::from_shared(self.url.clone())
+            .map(|e| e.connect_timeout(Duration::from_secs(2)).connect_lazy())
+            .map_err(|e| Status::internal(format!("bad upstream URL: {e}")))
     }
 }
 
