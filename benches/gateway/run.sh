@@ -113,6 +113,9 @@ http {
   access_log off;
   proxy_cache_path $work/nginx/cache keys_zone=fleet:10m;
   upstream gateway { server 127.0.0.1:18080; keepalive 32; }
+  # A connection (HTTP/1.1 or HTTP/2) serves the whole run: by default nginx
+  # closes it after 1000 requests, and h2load does not reconnect.
+  keepalive_requests 100000000;
   server {
     listen 127.0.0.1:$NGINX;
     listen 127.0.0.1:$NGINX_TLS ssl http2;
@@ -197,6 +200,9 @@ print(f"Redis rate limiting costs {100 * (1 - limited[0] / hit[0]):.1f} % of the
 for proto in ("tls", "h2"):
     hit, nginx = medians[f"hit_{proto}"], medians[f"nginx_{proto}"]
     me, nginx_me = medians[f"me_{proto}"], medians[f"nginx_me_{proto}"]
+    if min(hit[0], nginx[0], me[0], nginx_me[0]) == 0:
+        print(f"{proto}: a scenario answered nothing; see its rows")
+        continue
     print(f"{proto}: cache hit {hit[0] / nginx[0]:.2f}x nginx's requests/s; uncached {me[0] / hit[0]:.2f}x the hit,"
           f" {me[0] / nginx_me[0]:.2f}x nginx terminating TLS in front")
 PY

@@ -10,6 +10,7 @@
 #   bash benches/uncached/run.sh
 #   DURATION=10s CONNECTIONS="4 16 64" MODES="embedded postgres split" \
 #     STORM_CLIENTS=200 STORM_SECONDS=20 PROBE_RATE=200 bash benches/uncached/run.sh
+#   STORM_ENV="FLEET_AUTH__HASHING__NICE=19" ...   # settings for the storm's fleet
 #
 # Nothing is pinned: the fleet, wrk (one thread) and the storm share the
 # machine's cores, as they did when the tail was first measured.
@@ -140,7 +141,8 @@ done
 
 # --- login storm -------------------------------------------------------------
 # Each storm client logs in to an account of its own (storm-N@example.com).
-start_fleet storm 19300
+# shellcheck disable=SC2086 # STORM_ENV: NAME=value settings of the storm's fleet
+start_fleet storm 19300 ${STORM_ENV:-}
 base=https://127.0.0.1:19343
 password="benchmark password"
 token=$(login "$base" storm@example.com)
