@@ -166,23 +166,23 @@ impl AuthApi {
         Ok(RegisterResponse { user: Some(user) })
     }
 
-    /// Checks a password under the lockout policy. A place in the hashing
-    /// pool is taken first, so an attempt refused for load is never counted;
-    /// the answer is that place, for any hashing that follows.
+    /// Checks a password under the lockout policy, with a place in the
+    /// hashing pool the caller took first: an attempt refused for load is
+    /// never counted, and costs no lookup.
     pub(crate) async fn check_password(
         &self,
+        ticket: &Ticket,
         user_id: Uuid,
         password: &Password,
         client: &ClientInfo,
-    ) -> Result<Ticket, AuthError> {
-        let ticket = self.hashing.admit()?;
+    ) -> Result<(), AuthError> {
         let Some(creds) = self.store.credentials(user_id).await? else {
             ticket.verify(password, None).await?;
             return Err(AuthError::BadCredentials);
         };
         let (failures, creds) = self.count_attempt(creds, Counter::Password, client).await?;
         if ticket.verify(password, Some(creds.password_hash)).await? {
-            return Ok(ticket);
+            return Ok(());
         }
         self.emit_failure(user_id, "bad_password", failures, client).await?;
         Err(AuthError::BadCredentials)
@@ -275,6 +275,7 @@ impl AuthApi {
         }
         v.into_result()?;
         let password = Password::presented(&req.password);
+        let ticket = self.hashing.admit()?;
         let Some(user) = self
             .directory
             .find_by_email(&req.email)
@@ -282,11 +283,12 @@ impl AuthApi {
             .map_err(AuthError::from_users)?
         else {
             // Comparable work whether or not the email exists.
-            self.hashing.admit()?.verify(&password, None).await?;
+            ticket.verify(&password, None).await?;
             return Err(AuthError::BadCredentials);
         };
         let user_id = user_id_of(&user)?;
-        self.check_password(user_id, &password, &client).await?;
+        self.check_password(&ticket, user_id, &password, &client).await?;
+        drop(ticket);
         if user.status != "active" {
             self.store
                 .clear_failures(user_id, &[Counter::Password], self.clock.now())
@@ -450,8 +452,8 @@ impl AuthApi {
         let Some(new) = new else {
             return Err(AuthError::Unexpected(anyhow::anyhow!("validated password missing")));
         };
-        let ticket = self
-            .check_password(user_id, &Password::presented(&req.current_password), &client)
+        let ticket = self.hashing.admit()?;
+        self.check_password(&ticket, user_id, &Password::presented(&req.current_password), &client)
             .await?;
         let hash = ticket.hash(&new).await?;
         let how = self.revocation(RevokeReason::PasswordChanged);

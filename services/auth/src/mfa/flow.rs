@@ -453,7 +453,8 @@ impl AuthApi {
                 if !self.mfa_enabled(user_id).await? {
                     return Err(AuthError::MfaState("2FA is not on"));
                 }
-                self.check_password(user_id, &Password::presented(&req.password), &client)
+                let ticket = self.hashing.admit()?;
+                self.check_password(&ticket, user_id, &Password::presented(&req.password), &client)
                     .await?;
                 "password"
             }
