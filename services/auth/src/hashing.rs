@@ -59,7 +59,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Threads that hash, and the admission bound in front of them.
 pub struct HashingPool {
     admission: Arc<Semaphore>,
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
     capacity: usize,
     workers: usize,
     metrics: AuthMetrics,
@@ -95,7 +95,7 @@ impl HashingPool {
         let capacity = workers + settings.max_queued;
         Ok(Arc::new(Self {
             admission: Arc::new(Semaphore::new(capacity)),
-            jobs: Mutex::new(jobs),
+            jobs,
             capacity,
             workers,
             metrics,
@@ -136,7 +136,13 @@ fn work(queue: &Mutex<Receiver<Job>>, nice: i32) {
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(),
+            // A panicking job loses its answer (the caller hears that the
+            // thread failed), not the thread.
+            Ok(job) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a password-hashing job panicked");
+                }
+            }
             Err(_) => return, // the pool is gone
         }
     }
@@ -179,8 +185,6 @@ impl Ticket {
         });
         self.pool
             .jobs
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the password-hashing queue is poisoned"))?
             .send(job)
             .map_err(|_| anyhow::anyhow!("the password-hashing threads stopped"))?;
         answered.await.context("a password-hashing thread failed")
@@ -243,6 +247,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(pool.admit().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_caller_and_keeps_its_thread() {
+        let pool = pool(1, 0);
+        let ticket = pool.admit().unwrap();
+        #[allow(clippy::panic)]
+        let failed = ticket.run(|| -> u8 { panic!("a job that panics") }).await;
+        assert!(failed.is_err());
+        // The one thread still works.
+        assert_eq!(ticket.run(|| 7u8).await.unwrap(), 7);
     }
 
     #[test]
