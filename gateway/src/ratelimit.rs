@@ -657,7 +657,7 @@ mod tests {
             key_prefix: prefix.to_string(),
             ..RateLimitSettings::default()
         };
-        let link = Arc::new(RedisLink::open("redis://127.0.0.1:6379").unwrap());
+        let link = Arc::new(RedisLink::open("redis://127.0.0.1:6379", std::time::Duration::from_millis(250)).unwrap());
         RateLimiter::new(settings, Some(link), Arc::new(clock.clone()))
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 pub struct RedisLink {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
+    timeout: Duration,
     up: AtomicBool,
 }
 
@@ -26,11 +27,13 @@ impl std::fmt::Debug for RedisLink {
 }
 
 impl RedisLink {
-    /// A link to `url`; nothing connects until first use.
-    pub fn open(url: &str) -> anyhow::Result<Self> {
+    /// A link to `url` whose calls give up after `timeout`; nothing connects
+    /// until first use.
+    pub fn open(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
             client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
             connection: OnceCell::new(),
+            timeout,
             up: AtomicBool::new(true),
         })
     }
@@ -41,8 +44,8 @@ impl RedisLink {
             .connection
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(250)))
-                    .set_response_timeout(Some(Duration::from_millis(250)))
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
                     .set_number_of_retries(1);
                 self.client.get_connection_manager_with_config(config).await
             })

@@ -1,7 +1,7 @@
 //! Assembling and running the gateway: Pingora owns its runtimes, so the
 //! gateway runs on a thread of its own until its shutdown token is cancelled.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -109,7 +109,7 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
     let redis = deps
         .redis_url
         .as_deref()
-        .map(RedisLink::open)
+        .map(|url| RedisLink::open(url, Duration::from_millis(deps.settings.redis_timeout_ms.max(1))))
         .transpose()?
         .map(Arc::new);
     let limiter = Arc::new(RateLimiter::new(

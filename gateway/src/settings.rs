@@ -53,6 +53,9 @@ pub struct GatewaySettings {
     pub request_timeout_ms: u64,
     /// Deadlines of particular routes by template (`/api/v1/users`), ms.
     pub route_timeouts_ms: BTreeMap<String, u64>,
+    /// Deadline of one Redis call (and of connecting), milliseconds: past
+    /// it the limiter and the cache work per replica for that request.
+    pub redis_timeout_ms: u64,
     /// `Strict-Transport-Security` max-age, seconds.
     pub hsts_max_age_secs: u64,
     /// Cross-origin requests.
@@ -80,6 +83,7 @@ impl Default for GatewaySettings {
             max_header_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
             route_timeouts_ms: BTreeMap::new(),
+            redis_timeout_ms: 250,
             hsts_max_age_secs: 31_536_000,
             cors: CorsSettings::default(),
             threads: 2,

@@ -7,7 +7,7 @@ use fleet_kit::testing::backend_available;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Answer, Api, Fleet, Proto};
+use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto};
 
 async fn list(api: &Api<'_>, token: &str) -> Answer {
     api.call(Method::GET, "/api/v1/users?limit=10", Some(token), None).await
@@ -20,6 +20,25 @@ fn names(answer: &Answer) -> Vec<String> {
         .iter()
         .map(|u| u["display_name"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Waits until a gateway has applied the invalidations of a sign-up (the
+/// `users` tag and the user's own): a list answered before they arrive is
+/// rightly dropped when they do.
+async fn sign_up_applied(api: &Api<'_>) {
+    let started = Instant::now();
+    loop {
+        let health = api.call(Method::GET, "/health/cache", None, None).await;
+        if health.body["cache"]["invalidations"].as_u64().unwrap_or(0) >= 2 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sign-up's events never reached the gateway: {}",
+            health.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -116,11 +135,14 @@ async fn two_gateways_share_redis_and_both_are_fresh_within_a_second_after_a_cha
         ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
         ("FLEET_GATEWAY__CACHE__KEY_PREFIX", prefix.as_str()),
+        PATIENT_REDIS,
     ];
     let one = Fleet::start_with(&shared).await;
     let two = Fleet::gateway_for(&one, &shared).await;
     let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
     let (_, ada) = a.signed_in("ada@example.com", "Ada").await;
+    sign_up_applied(&a).await;
+    sign_up_applied(&b).await;
 
     assert_eq!(
         list(&a, &ada).await.header("cache-status"),

@@ -73,6 +73,11 @@ fn free_port() -> u16 {
     }
 }
 
+/// Gateways that must share Redis state get a Redis deadline that a loaded
+/// test machine meets: at the default 250 ms a slow call falls back to the
+/// replica's own state, which is right in production and a false failure here.
+pub const PATIENT_REDIS: (&str, &str) = ("FLEET_GATEWAY__REDIS_TIMEOUT_MS", "2000");
+
 /// A URL where nothing ever listens (port 1 is never handed out).
 pub const DEAD_UPSTREAM: &str = "http://127.0.0.1:1";
 

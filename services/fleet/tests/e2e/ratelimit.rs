@@ -6,7 +6,7 @@ use std::time::Duration;
 use fleet_kit::testing::{TcpRelay, backend_available};
 use reqwest::Method;
 
-use crate::harness::{Answer, Api, Fleet, Proto, assert_problem};
+use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto, assert_problem};
 
 const REDIS: &str = "127.0.0.1:6379";
 
@@ -123,7 +123,8 @@ async fn two_gateways_sharing_redis_share_one_budget() {
     if !redis_available().await {
         return;
     }
-    let env = limited(Some("redis://127.0.0.1:6379"), &prefix());
+    let mut env = limited(Some("redis://127.0.0.1:6379"), &prefix());
+    env.push((PATIENT_REDIS.0.to_string(), PATIENT_REDIS.1.to_string()));
     let (one, two) = (start(&env).await, start(&env).await);
     let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
     for _ in 0..10 {
