@@ -8,6 +8,8 @@ use std::{
     sync::Arc,
 };
 
+mod passthrough;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use fleet_kit::{
@@ -89,6 +91,8 @@ pub struct RequestContext {
     pub span: tracing::Span,
     /// Why the request failed, for the one log line that says so.
     pub failure: Option<String>,
+    /// Bytes of a passed-through request body so far.
+    pub body_bytes: usize,
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -337,15 +341,16 @@ impl Gateway {
         }
     }
 
-    /// Draws from the request's buckets; `Err` with the 429 to answer.
-    async fn limit(&self, ctx: &mut RequestContext) -> Result<(), Problem> {
+    /// Draws from the request's buckets, with the rate limit policy named
+    /// `policy` (a route template); `Err` with the 429 to answer.
+    async fn limit(&self, ctx: &mut RequestContext, policy: &str) -> Result<(), Problem> {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let user = ctx
             .identity
             .as_ref()
             .and_then(Identity::user_id)
             .map(|id| id.to_string());
-        let buckets = self.limiter.buckets(user.as_deref(), ip, &ctx.endpoint);
+        let buckets = self.limiter.buckets(user.as_deref(), ip, policy);
         let Some(decision) = self.limiter.check(&buckets).await else {
             return Ok(());
         };
@@ -429,7 +434,7 @@ impl Gateway {
         ctx.endpoint = route.template.as_str().to_string();
         ctx.span.record("route", ctx.endpoint.as_str());
         let authenticated = self.authenticate(session, ctx).await;
-        if let Err(problem) = self.limit(ctx).await {
+        if let Err(problem) = self.limit(ctx, route.template.as_str()).await {
             return self.problem(session, ctx, &problem).await;
         }
         if let Err(problem) = authenticated {
@@ -559,52 +564,6 @@ impl Gateway {
             .await
     }
 
-    /// A trailers-only gRPC error answer.
-    async fn grpc_error(
-        &self,
-        session: &mut Session,
-        ctx: &RequestContext,
-        code: tonic::Code,
-        message: &str,
-    ) -> Answer {
-        let mut headers = HeaderMap::with_capacity(12);
-        self.decorate(&mut headers, ctx);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(GRPC_STATUS, HeaderValue::from(code as i32));
-        let message = message.replace(|c: char| !c.is_ascii_graphic() && c != ' ', "");
-        headers.insert(GRPC_MESSAGE, text_value(message)?);
-        session.write_response_header(head(200, headers)?, true).await?;
-        Ok(true)
-    }
-
-    async fn grpc(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
-        let path = session.req_header().uri.path().to_string();
-        let service = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        ctx.endpoint = path.clone();
-        let Some(authority) = self.upstreams.authority(&service).map(str::to_string) else {
-            ctx.endpoint = "unknown".into();
-            return self
-                .grpc_error(session, ctx, tonic::Code::Unimplemented, "unknown service")
-                .await;
-        };
-        if let Err(problem) = self.authenticate(session, ctx).await {
-            let code = if problem.status == 503 {
-                tonic::Code::Unavailable
-            } else {
-                tonic::Code::Unauthenticated
-            };
-            ctx.failure = Some(format!("{}: {}", problem.code, problem.detail));
-            return self.grpc_error(session, ctx, code, &problem.detail).await;
-        }
-        ctx.passthrough = Some(authority);
-        Ok(false)
-    }
-
     /// Routes a request: redirect, limits on headers, gRPC pass-through,
     /// preflight, built-in endpoints, or a REST route.
     async fn route(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
@@ -677,6 +636,7 @@ impl ProxyHttp for Gateway {
             started: Some(std::time::Instant::now()),
             span: tracing::Span::none(),
             failure: None,
+            body_bytes: 0,
         }
     }
 
@@ -714,6 +674,16 @@ impl ProxyHttp for Gateway {
         // The services speak gRPC over cleartext HTTP/2.
         peer.options.alpn = ALPN::H2;
         Ok(Box::new(peer))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        self.count_body(ctx, body.as_ref())
     }
 
     async fn upstream_request_filter(
@@ -757,8 +727,8 @@ impl ProxyHttp for Gateway {
             Ok(false)
         } else if ctx.passthrough.is_some() {
             // gRPC clients read statuses, not HTTP error pages.
-            self.grpc_error(session, ctx, tonic::Code::Unavailable, "upstream unavailable")
-                .await
+            let (code, message) = Self::fail_code(error);
+            self.grpc_error(session, ctx, code, message).await
         } else {
             let problem = Problem::new(502, "bad_gateway", "the upstream failed");
             self.problem(session, ctx, &problem).await

@@ -2,7 +2,7 @@
 //! annotations in the descriptor set: nothing about a route is written by
 //! hand in the gateway.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::{Context, bail};
 use fleet_proto::google::api::{HttpRule, http_rule::Pattern};
@@ -150,6 +150,13 @@ pub enum RouteMatch<'a> {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// The RPCs outside callers may reach by gRPC pass-through, by path
+    /// (`/fleet.auth.v1.AuthService/Login`), each with the name its rate
+    /// limit policy is found under: the template of its first route, or,
+    /// for an RPC marked `(fleet.api.v1.public)` without a route, its path.
+    edge: HashMap<String, String>,
+    /// Every RPC of the routed services, by path.
+    known: HashSet<String>,
 }
 
 impl RouteTable {
@@ -160,14 +167,27 @@ impl RouteTable {
             .get_extension_by_name("google.api.http")
             .context("the descriptor set lacks google.api.http")?;
         let status_ext = pool.get_extension_by_name("fleet.api.v1.success_status");
+        let public_ext = pool.get_extension_by_name("fleet.api.v1.public");
         let mut routes = Vec::new();
+        let mut edge = HashMap::new();
+        let mut known = HashSet::new();
         for name in services {
             let service = pool
                 .get_service_by_name(name)
                 .with_context(|| format!("service {name} is not in the descriptor set"))?;
             for rpc in service.methods() {
                 let options = rpc.options();
+                let path = format!("/{}/{}", service.full_name(), rpc.name());
+                known.insert(path.clone());
                 if !options.has_extension(&http_ext) {
+                    let public = public_ext
+                        .as_ref()
+                        .filter(|ext| options.has_extension(ext))
+                        .and_then(|ext| options.get_extension(ext).as_bool())
+                        .unwrap_or(false);
+                    if public {
+                        edge.insert(path.clone(), path);
+                    }
                     continue;
                 }
                 let rule_value = options.get_extension(&http_ext);
@@ -180,13 +200,26 @@ impl RouteTable {
                     .filter(|ext| options.has_extension(ext))
                     .and_then(|ext| options.get_extension(ext).as_u32())
                     .map_or(200, |s| u16::try_from(s).unwrap_or(200));
-                routes.push(route(&rpc, &rule, success_status)?);
+                let first = route(&rpc, &rule, success_status)?;
+                edge.insert(path, first.template.as_str().to_string());
+                routes.push(first);
                 for extra in &rule.additional_bindings {
                     routes.push(route(&rpc, extra, success_status)?);
                 }
             }
         }
-        Ok(Self { routes })
+        Ok(Self { routes, edge, known })
+    }
+
+    /// Whether outside callers may call the RPC at a gRPC `path`, and if so
+    /// the name of its rate limit policy (the same as its REST route's).
+    pub fn edge_rpc(&self, path: &str) -> Option<&str> {
+        self.edge.get(path).map(String::as_str)
+    }
+
+    /// Whether `path` names an RPC of a routed service, public or not.
+    pub fn is_rpc(&self, path: &str) -> bool {
+        self.known.contains(path)
     }
 
     /// Finds the route of a request. Where templates overlap, the one with
@@ -281,6 +314,30 @@ mod tests {
             RouteMatch::Found(route, bindings) => (route.rpc.name().to_string(), bindings),
             other => panic!("{method} {path}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_routed_or_public_rpcs_reach_the_edge_and_share_their_routes_policy() {
+        let t = table();
+        assert_eq!(
+            t.edge_rpc("/fleet.auth.v1.AuthService/Login"),
+            Some("/api/v1/auth/login")
+        );
+        assert_eq!(
+            t.edge_rpc("/fleet.users.v1.UsersService/GetUser"),
+            Some("/api/v1/users/{id}")
+        );
+        for internal in [
+            "/fleet.auth.v1.AuthService/RotateSigningKey",
+            "/fleet.users.v1.UsersService/CreateUser",
+            "/fleet.users.v1.UsersService/GetUserByEmail",
+            "/fleet.users.v1.UsersService/Nothing",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert_eq!(t.edge_rpc(internal), None, "{internal}");
+        }
+        assert!(t.is_rpc("/fleet.auth.v1.AuthService/RotateSigningKey"));
+        assert!(!t.is_rpc("/fleet.users.v1.UsersService/Nothing"));
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! The edge holds for gRPC pass-through as for REST: the same rate limit
+//! buckets, the same body cap, and only the RPCs meant for outside callers.
+
+use fleet_proto::{
+    auth::v1::{LoginRequest, RotateSigningKeyRequest, auth_service_client::AuthServiceClient},
+    users::v1::{CreateUserRequest, GetUserRequest},
+};
+use reqwest::Method;
+use serde_json::json;
+use tonic::{Code, Request, transport::Channel};
+
+use crate::{
+    grpc::{authed, through_gateway},
+    harness::{Api, Fleet, Proto, assert_problem},
+};
+
+async fn auth_through_gateway(fleet: &Fleet) -> AuthServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AuthServiceClient::new(channel)
+}
+
+/// HTTP/2 without TLS, as gRPC clients speak to the plain listener.
+fn plain_h2() -> reqwest::Client {
+    reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+}
+
+fn wrong_login() -> LoginRequest {
+    LoginRequest {
+        email: "nobody@example.com".into(),
+        password: "not the password".into(),
+    }
+}
+
+#[tokio::test]
+async fn grpc_logins_draw_from_the_rest_login_bucket() {
+    let fleet = Fleet::start_with(&[
+        ("FLEET_GATEWAY__HTTP_MODE", "serve"),
+        ("FLEET_GATEWAY__RATE_LIMIT__ENABLED", "true"),
+        // 10 an hour: nothing refills while the test counts.
+        (
+            "FLEET_GATEWAY__RATE_LIMIT__ROUTES__/api/v1/auth/login__PERIOD_SECS",
+            "3600",
+        ),
+    ])
+    .await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let mut auth = auth_through_gateway(&fleet).await;
+    // The login route allows 10 a minute per IP: 5 over REST, 5 over gRPC.
+    for _ in 0..5 {
+        let body = json!({"email": "nobody@example.com", "password": "not the password"});
+        assert_eq!(
+            api.call(Method::POST, "/api/v1/auth/login", None, Some(body))
+                .await
+                .status,
+            401
+        );
+        let err = auth.login(Request::new(wrong_login())).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    let refused = auth.login(Request::new(wrong_login())).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry_after: u64 = refused
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=360).contains(&retry_after), "{retry_after}");
+    let body = json!({"email": "nobody@example.com", "password": "not the password"});
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/auth/login", None, Some(body)).await,
+        429,
+    );
+}
+
+#[tokio::test]
+async fn internal_rpcs_are_refused_at_the_edge_even_for_an_admin() {
+    let fleet = Fleet::start_with(&[("FLEET_GATEWAY__HTTP_MODE", "serve")]).await;
+    let api = Api::new(&fleet, Proto::Http2);
+    api.register("ada@example.com", "Ada").await;
+    assert!(fleet.command(&["user", "promote", "ada@example.com"]).status.success());
+    let admin = api.login("ada@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut auth = auth_through_gateway(&fleet).await;
+    let rotate = auth
+        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(rotate.code(), Code::PermissionDenied, "{rotate:?}");
+    let mut users = through_gateway(&fleet).await;
+    let create = CreateUserRequest {
+        email: "eve@example.com".into(),
+        display_name: "Eve".into(),
+    };
+    let created = users.create_user(authed(create, &admin)).await.unwrap_err();
+    assert_eq!(created.code(), Code::PermissionDenied, "{created:?}");
+    // No user was made behind the refusal.
+    let listed = api
+        .call(Method::GET, "/api/v1/users?limit=10", Some(&admin), None)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1, "{}", listed.body);
+
+    // A made-up method is unimplemented, under one metric label.
+    let made_up = plain_h2()
+        .post(format!(
+            "http://127.0.0.1:{}/fleet.users.v1.UsersService/Frobnicate",
+            fleet.http
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made_up.headers().get("grpc-status").unwrap(), "12");
+    let metrics = fleet.metrics().await;
+    assert!(!metrics.contains("Frobnicate"), "a made-up path became a label");
+    assert!(!metrics.contains("RotateSigningKey"), "an internal path became a label");
+}
+
+#[tokio::test]
+async fn the_body_cap_holds_for_grpc_streamed_or_declared() {
+    let fleet = Fleet::start_with(&[
+        ("FLEET_GATEWAY__HTTP_MODE", "serve"),
+        ("FLEET_GATEWAY__MAX_BODY_BYTES", "4096"),
+    ])
+    .await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    let mut users = through_gateway(&fleet).await;
+    let small = users
+        .get_user(authed(GetUserRequest { id: "x".repeat(100) }, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(small.code(), Code::InvalidArgument, "{small:?}");
+    // tonic streams the body without a length: the gateway counts it.
+    let big = users
+        .get_user(authed(GetUserRequest { id: "x".repeat(10_000) }, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(big.code(), Code::ResourceExhausted, "{big:?}");
+    // A declared length past the cap is refused before anything is sent on.
+    let declared = plain_h2()
+        .post(format!(
+            "http://127.0.0.1:{}/fleet.users.v1.UsersService/GetUser",
+            fleet.http
+        ))
+        .header("content-type", "application/grpc")
+        .header("authorization", format!("Bearer {token}"))
+        .body(vec![0u8; 10_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.headers().get("grpc-status").unwrap(), "8");
+}
+
+#[tokio::test]
+async fn made_up_http_methods_share_one_metric_label() {
+    let fleet = Fleet::start().await;
+    let client = fleet.client(Proto::Http1);
+    let frob = Method::from_bytes(b"FROBNICATE").unwrap();
+    let answer = client
+        .request(frob, fleet.url("/api/v1/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_client_error(), "{}", answer.status());
+    let metrics = fleet.metrics().await;
+    assert!(!metrics.contains("FROBNICATE"), "a made-up method became a label");
+    assert!(metrics.contains(r#"method="OTHER""#), "{metrics}");
+}
