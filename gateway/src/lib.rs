@@ -19,5 +19,6 @@ pub mod upstream;
 pub use server::{Deps, run};
 pub use settings::{GatewaySettings, HttpMode};
 pub mod cache;
+pub mod client_ip;
 pub mod ratelimit;
 pub mod redis_link;

@@ -27,10 +27,11 @@ use tracing::Instrument;
 
 use crate::{
     cache::{CacheKey, ResponseCache},
+    client_ip::client_ip,
     health::Dependencies,
     metrics::GatewayMetrics,
     problem::{self, Problem},
-    ratelimit::{Decision, RateLimiter, client_ip},
+    ratelimit::{Decision, RateLimiter},
     routes::{RouteMatch, RouteTable},
     settings::{GatewaySettings, HttpMode},
     transcode,
@@ -569,11 +570,12 @@ impl Gateway {
     async fn route(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.cors_origin = self.allowed_origin(session);
+        let limits = self.limiter.settings();
         ctx.client_ip = Some(client_ip(
             peer_ip(session),
-            header_str(session, "forwarded"),
-            header_str(session, "x-forwarded-for"),
-            &self.limiter.settings().trusted_proxies,
+            &session.req_header().headers,
+            limits.client_ip_header,
+            &limits.trusted_proxies,
         ));
 
         if !ctx.tls && self.settings.http_mode == HttpMode::Redirect {

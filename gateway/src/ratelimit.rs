@@ -13,7 +13,10 @@ use std::{
 
 use fleet_kit::SharedClock;
 
-use crate::redis_link::RedisLink;
+use crate::{
+    client_ip::{ClientIpHeader, limit_network},
+    redis_link::RedisLink,
+};
 use ipnet::IpNet;
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -50,8 +53,13 @@ pub struct RateLimitSettings {
     /// Stricter limits per client IP on particular routes, by template;
     /// they apply on top of the user or anonymous limit.
     pub routes: BTreeMap<String, Quota>,
-    /// Peers whose `X-Forwarded-For`/`Forwarded` is believed.
+    /// Peers whose client IP header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header trusted proxies report the client in.
+    pub client_ip_header: ClientIpHeader,
+    /// IPv6 clients are limited by this prefix of their address (64: one
+    /// subscriber's network); IPv4 clients by their address.
+    pub ipv6_prefix_len: u8,
     /// Prefix of the Redis keys.
     pub key_prefix: String,
     /// How much of a bucket's quota (per mille) a replica may draw from
@@ -86,6 +94,8 @@ impl Default for RateLimitSettings {
             anonymous: Quota::per_minute(20),
             routes,
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
+            ipv6_prefix_len: 64,
             key_prefix: "fleet:rl:".into(),
             lease_per_mille: 10,
         }
@@ -317,6 +327,7 @@ impl RateLimiter {
     /// The buckets of a request: the user's or the client IP's, plus the
     /// route's own when it has one.
     pub fn buckets(&self, user: Option<&str>, ip: IpAddr, route: &str) -> Vec<Bucket> {
+        let ip = limit_network(ip, self.settings.ipv6_prefix_len);
         let mut buckets = vec![match user {
             Some(id) => Bucket {
                 key: format!("user:{id}"),
@@ -548,45 +559,6 @@ fn figures_decision(bucket: &Bucket, f: &[i64]) -> Decision {
     }
 }
 
-/// The client's address: the socket peer, unless the peer is a trusted proxy,
-/// in which case the nearest untrusted address of `Forwarded` (preferred) or
-/// `X-Forwarded-For`.
-pub fn client_ip(peer: IpAddr, forwarded: Option<&str>, x_forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let chain: Vec<IpAddr> = match forwarded {
-        Some(value) => value
-            .split(',')
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (name, value) = pair.trim().split_once('=')?;
-                    name.eq_ignore_ascii_case("for").then(|| parse_node(value)).flatten()
-                })
-            })
-            .collect(),
-        None => x_forwarded_for
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|part| parse_node(part.trim()))
-            .collect(),
-    };
-    chain.iter().rev().find(|ip| !is_trusted(ip)).copied().unwrap_or(peer)
-}
-
-/// An address from `1.2.3.4`, `1.2.3.4:80`, `"[2001:db8::1]:4711"` or `2001:db8::1`.
-fn parse_node(raw: &str) -> Option<IpAddr> {
-    let raw = raw.trim().trim_matches('"');
-    if let Ok(ip) = raw.parse() {
-        return Some(ip);
-    }
-    if let Some(rest) = raw.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
-    }
-    raw.rsplit_once(':').and_then(|(host, _)| host.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::{Duration as ChronoDuration, Utc};
@@ -763,29 +735,5 @@ mod tests {
         // And the lease drawn serves the first replica's next requests.
         assert!(one.check(&ada).await.unwrap().allowed);
         assert_eq!(one.health().leased_decisions, leased + 1);
-    }
-
-    #[test]
-    fn forwarded_addresses_count_only_from_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
-        let stranger: IpAddr = "198.51.100.9".parse().unwrap();
-        assert_eq!(client_ip(stranger, None, Some("203.0.113.5"), &trusted), stranger);
-        assert_eq!(
-            client_ip(proxy, None, Some("203.0.113.5, 10.9.9.9"), &trusted).to_string(),
-            "203.0.113.5"
-        );
-        assert_eq!(
-            client_ip(
-                proxy,
-                Some(r#"for=203.0.113.7;proto=https, for="[2001:db8::1]:4711""#),
-                None,
-                &trusted
-            )
-            .to_string(),
-            "2001:db8::1"
-        );
-        assert_eq!(client_ip(proxy, None, None, &trusted), proxy);
-        assert_eq!(client_ip(proxy, None, Some("garbage"), &trusted), proxy);
     }
 }

@@ -159,6 +159,51 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     }
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_client_cannot_pick_its_address_and_ipv6_counts_per_64() {
+    let mut env = limited(None, &prefix());
+    env.push((
+        "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES".into(),
+        "[\"127.0.0.1/32\", \"::1/128\"]".into(),
+    ));
+    let fleet = start(&env).await;
+    let api = Api::new(&fleet, Proto::Http1);
+    // The proxy sets X-Forwarded-For (appending its line to the client's);
+    // the client adds a Forwarded and a line of its own, new each time.
+    let mut remaining = Vec::new();
+    for i in 0..3 {
+        let request = api
+            .client
+            .get(api.fleet.url("/.well-known/jwks.json"))
+            .header("forwarded", format!("for=192.0.2.{i}"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .header("x-forwarded-for", "203.0.113.5");
+        let answer = crate::harness::answer(request.send().await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        remaining.push(answer.header("ratelimit-remaining").unwrap().to_string());
+    }
+    assert_eq!(
+        remaining,
+        ["19", "18", "17"],
+        "one bucket: the proxy's address for the client"
+    );
+
+    // Addresses of one /64 share a bucket; another /64 has its own.
+    for (i, host) in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2:abcd::5"]
+        .iter()
+        .enumerate()
+    {
+        let answer = jwks(&api, Some(host)).await;
+        assert_eq!(
+            answer.header("ratelimit-remaining"),
+            Some((19 - i).to_string().as_str()),
+            "{host}"
+        );
+    }
+    let other = jwks(&api, Some("2001:db8:1:3::1")).await;
+    assert_eq!(other.header("ratelimit-remaining"), Some("19"));
+}
+
 async fn cache_health(api: &Api<'_>) -> serde_json::Value {
     api.call(Method::GET, "/health/cache", None, None).await.body
 }
