@@ -1,8 +1,13 @@
 //! The response cache: an in-process tier (moka) in front of a shared Redis
-//! tier. Keys hold everything that changes an answer (route, normalized
-//! query, the caller); entries carry tags (`users`, `user:<id>`) whose
-//! generation, kept in Redis, is bumped by `user.*` events that every gateway
-//! replica receives, which empties them everywhere at once.
+//! tier. Keys hold everything that changes an answer (the path with its
+//! bound ids, the normalized query, the caller and its role); entries carry
+//! tags (`users`, `user:<id>`) whose generation, kept in Redis, is bumped
+//! by `user.*` events that every gateway replica receives, which empties
+//! them everywhere at once. A lookup notes the generations it saw and its
+//! answer is stored under them, so an answer read before an invalidation
+//! is never served after it (see [`local`] for the in-process tier).
+
+mod local;
 
 use std::{
     borrow::Cow,
@@ -15,7 +20,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use fleet_kit::SharedClock;
 use fleet_proto::events::v1::{Event, event::Payload};
 use redis::{Script, aio::ConnectionManager};
@@ -24,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::Instrument;
 
+use self::local::LocalTier;
 use crate::redis_link::RedisLink;
 
 /// Cache configuration.
@@ -63,8 +68,9 @@ impl Default for CacheSettings {
 /// What a cacheable request looks up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    /// Route, normalized query and caller, NUL-separated: the in-process
-    /// key as it is; Redis keys hold its SHA-256, made only on a local miss.
+    /// Path, normalized query, caller and role, NUL-separated: the
+    /// in-process key as it is; Redis keys hold its SHA-256, made only on a
+    /// local miss.
     pub id: String,
     /// The tag whose invalidation empties it.
     pub tag: Cow<'static, str>,
@@ -72,11 +78,14 @@ pub struct CacheKey {
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
-struct LocalEntry {
-    tag: Cow<'static, str>,
-    body: Bytes,
-    expires_at: DateTime<Utc>,
+/// What a lookup that missed saw: the answer it goes on to fetch is stored
+/// under these generations, not the ones current when it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    local: u64,
+    /// The tag's Redis generation; `None` when Redis did not answer, and
+    /// then nothing is stored there.
+    shared: Option<String>,
 }
 
 /// A cache hit: the answer body and its remaining lifetime.
@@ -116,7 +125,7 @@ return {generation, value or false, ttl}
 pub struct ResponseCache {
     settings: CacheSettings,
     clock: SharedClock,
-    local: moka::sync::Cache<String, LocalEntry>,
+    local: LocalTier,
     redis: Option<RedisTier>,
     flights: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     hits: AtomicU64,
@@ -174,11 +183,7 @@ impl ResponseCache {
             lookup: Script::new(LOOKUP),
         });
         let max_ttl = settings.routes.values().copied().max().unwrap_or(300);
-        let local = moka::sync::Cache::builder()
-            .max_capacity(settings.local_capacity)
-            .time_to_live(Duration::from_secs(max_ttl.max(1)))
-            .support_invalidation_closures()
-            .build();
+        let local = LocalTier::new(settings.local_capacity, Duration::from_secs(max_ttl.max(1)));
         Self {
             settings,
             clock,
@@ -191,23 +196,32 @@ impl ResponseCache {
         }
     }
 
-    /// The key of a GET on `route`, when the route is cacheable. Answers
-    /// depend on the caller, so the caller is part of the key.
-    pub fn key(&self, route: &str, query: Option<&str>, caller: &str) -> Option<CacheKey> {
+    /// The key of a GET of `path` on the route `template`, when the route
+    /// is cacheable. Answers depend on the ids in the path, the query, the
+    /// caller and its role, so all are part of the key.
+    pub fn key(
+        &self,
+        template: &str,
+        path: &str,
+        query: Option<&str>,
+        user: Option<&str>,
+        role: &str,
+    ) -> Option<CacheKey> {
         if !self.settings.enabled {
             return None;
         }
-        let ttl = *self.settings.routes.get(route)?;
-        let tag = if route.starts_with("/api/v1/stats") {
-            Cow::Owned(format!("user:{caller}"))
+        let ttl = *self.settings.routes.get(template)?;
+        let tag = if template.starts_with("/api/v1/stats") {
+            Cow::Owned(format!("user:{}", user.unwrap_or(role)))
         } else {
             Cow::Borrowed("users")
         };
-        // None of the parts can hold a NUL (a URI cannot), so the joined
-        // form names one route, query and caller.
+        // None of the parts can hold a NUL (a URI cannot, nor an id or a
+        // role from a verified token), so the joined form names one answer.
         let query = normalized_query(query);
-        let mut id = String::with_capacity(route.len() + query.len() + caller.len() + 2);
-        for (i, part) in [route, &query, caller].into_iter().enumerate() {
+        let user = user.unwrap_or_default();
+        let mut id = String::with_capacity(path.len() + query.len() + user.len() + role.len() + 3);
+        for (i, part) in [path, &query, user, role].into_iter().enumerate() {
             if i > 0 {
                 id.push('\0');
             }
@@ -245,30 +259,34 @@ impl ResponseCache {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Looks a key up, in-process first, then in Redis.
-    pub async fn get(&self, key: &CacheKey) -> Option<Hit> {
+    /// Looks a key up, in-process first, then in Redis; a miss says what
+    /// it saw, for [`ResponseCache::put`].
+    pub async fn get(&self, key: &CacheKey) -> Result<Hit, Miss> {
         let now = self.clock.now();
-        if let Some(entry) = self.local.get(&key.id).filter(|e| e.expires_at > now) {
-            return Some(Hit {
-                body: entry.body,
-                ttl_secs: (entry.expires_at - now).num_seconds(),
+        let seen = self.local.now();
+        if let Some((body, expires_at)) = self.local.get(&key.id, now) {
+            return Ok(Hit {
+                body,
+                ttl_secs: (expires_at - now).num_seconds(),
             });
         }
-        let hit = self.get_redis(key).await;
-        if let Some(hit) = &hit {
-            self.local.insert(
-                key.id.clone(),
-                LocalEntry {
-                    tag: key.tag.clone(),
-                    body: hit.body.clone(),
-                    expires_at: now + chrono::Duration::seconds(hit.ttl_secs),
-                },
-            );
+        let (shared, hit) = match self.get_redis(key).await {
+            Some((generation, hit)) => (Some(generation), hit),
+            None => (None, None),
+        };
+        match hit {
+            Some(hit) => {
+                let expires_at = now + chrono::Duration::seconds(hit.ttl_secs);
+                self.local
+                    .insert(key.id.clone(), key.tag.clone(), hit.body.clone(), expires_at, seen);
+                Ok(hit)
+            }
+            None => Err(Miss { local: seen, shared }),
         }
-        hit
     }
 
-    async fn get_redis(&self, key: &CacheKey) -> Option<Hit> {
+    /// The tag's generation and, if stored under it, the entry.
+    async fn get_redis(&self, key: &CacheKey) -> Option<(String, Option<Hit>)> {
         let mut connection = self.connection().await?;
         let tier = self.redis.as_ref()?;
         let answer: redis::RedisResult<(String, Option<Vec<u8>>, i64)> = tier
@@ -278,57 +296,58 @@ impl ResponseCache {
             .invoke_async(&mut connection)
             .await;
         self.report(&answer);
-        let (_, body, ttl_ms) = answer.ok()?;
-        Some(Hit {
-            body: Bytes::from(body?),
+        let (generation, body, ttl_ms) = answer.ok()?;
+        let hit = body.map(|body| Hit {
+            body: Bytes::from(body),
             ttl_secs: ttl_ms / 1000,
-        })
+        });
+        Some((generation, hit))
     }
 
-    /// Stores a 200 answer in both tiers.
-    pub async fn put(&self, key: &CacheKey, body: Bytes) {
+    /// Stores a 200 answer in both tiers, under the generations its lookup
+    /// saw: if an invalidation came since, the entry is stale at once.
+    pub async fn put(&self, key: &CacheKey, miss: &Miss, body: Bytes) {
         let expires_at = self.clock.now() + chrono::Duration::from_std(key.ttl).unwrap_or_default();
-        self.local.insert(
-            key.id.clone(),
-            LocalEntry {
-                tag: key.tag.clone(),
-                body: body.clone(),
-                expires_at,
-            },
-        );
+        self.local
+            .insert(key.id.clone(), key.tag.clone(), body.clone(), expires_at, miss.local);
+        let Some(generation) = &miss.shared else {
+            return;
+        };
         let Some(mut connection) = self.connection().await else {
             return;
         };
-        let generation: redis::RedisResult<Option<u64>> = redis::cmd("GET")
-            .arg(self.generation_key(&key.tag))
-            .query_async(&mut connection)
+        let ttl_ms = u64::try_from(key.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let stored = redis::cmd("SET")
+            .arg(format!("{}:{generation}", self.entry_key(key)))
+            .arg(body.as_ref())
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async::<()>(&mut connection)
             .await;
-        let stored = match generation {
-            Ok(generation) => {
-                let full = format!("{}:{}", self.entry_key(key), generation.unwrap_or(0));
-                let ttl_ms = u64::try_from(key.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                redis::cmd("SET")
-                    .arg(full)
-                    .arg(body.as_ref())
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(&mut connection)
-                    .await
-            }
-            Err(err) => Err(err),
-        };
         self.report(&stored);
     }
 
-    /// Empties a tag: the shared generation moves on and this replica drops
-    /// its own entries. Every replica does this for every event.
+    /// What a request that skips the lookup (`Cache-Control: no-cache`)
+    /// stores its answer under: the generations now.
+    pub async fn bypass(&self, key: &CacheKey) -> Miss {
+        let local = self.local.now();
+        let Some(mut connection) = self.connection().await else {
+            return Miss { local, shared: None };
+        };
+        let generation: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(self.generation_key(&key.tag))
+            .query_async(&mut connection)
+            .await;
+        self.report(&generation);
+        let shared = generation.ok().map(|g| g.unwrap_or_else(|| "0".into()));
+        Miss { local, shared }
+    }
+
+    /// Empties a tag: the shared generation moves on and this replica's
+    /// entries of the tag are stale. Every replica does this for every event.
     pub async fn invalidate(&self, tag: &str) {
         self.invalidations.fetch_add(1, Ordering::Relaxed);
-        let owned = tag.to_string();
-        if let Err(err) = self.local.invalidate_entries_if(move |_, entry| entry.tag == owned) {
-            tracing::warn!(error = %err, "could not invalidate local cache entries; clearing all");
-            self.local.invalidate_all();
-        }
+        self.local.invalidate(tag);
         let Some(mut connection) = self.connection().await else {
             return;
         };
@@ -337,6 +356,13 @@ impl ResponseCache {
             .query_async(&mut connection)
             .await;
         self.report(&bumped);
+    }
+
+    /// Events were missed: every in-process entry is stale, and so is the
+    /// shared users list (the missed per-user tags cannot be named).
+    pub async fn missed_events(&self) {
+        self.local.invalidate_all();
+        self.invalidate("users").await;
     }
 
     /// Applies a domain event.
@@ -383,6 +409,7 @@ impl ResponseCache {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
     use fleet_kit::{clock::ManualClock, events::new_event};
     use fleet_proto::events::v1::{LoginSucceeded, UserUpdated};
     use uuid::Uuid;
@@ -399,33 +426,106 @@ mod tests {
         assert_eq!(hex(&[]), "");
     }
 
+    fn list_key(cache: &ResponseCache, query: Option<&str>, user: &str, role: &str) -> CacheKey {
+        cache
+            .key("/api/v1/users", "/api/v1/users", query, Some(user), role)
+            .unwrap()
+    }
+
+    async fn fill(cache: &ResponseCache, key: &CacheKey, body: &'static [u8]) {
+        let miss = cache.get(key).await.unwrap_err();
+        cache.put(key, &miss, Bytes::from_static(body)).await;
+    }
+
     #[tokio::test]
-    async fn keys_hold_route_query_and_caller_and_expire_with_their_ttl() {
+    async fn keys_hold_path_query_caller_and_role_and_expire_with_their_ttl() {
         let clock = ManualClock::new(Utc::now());
         let cache = cache(&clock);
-        let a = cache.key("/api/v1/users", Some("limit=5&q=x"), "alice").unwrap();
+        let a = list_key(&cache, Some("limit=5&q=x"), "alice", "admin");
         assert_eq!(
             a,
-            cache.key("/api/v1/users", Some("q=x&limit=5"), "alice").unwrap(),
+            list_key(&cache, Some("q=x&limit=5"), "alice", "admin"),
             "query order is normalized"
         );
-        assert_ne!(a, cache.key("/api/v1/users", Some("limit=5&q=x"), "bob").unwrap());
+        assert_ne!(a, list_key(&cache, Some("limit=5&q=x"), "bob", "admin"));
+        assert_ne!(
+            a,
+            list_key(&cache, Some("limit=5&q=x"), "alice", "user"),
+            "a token of another role is another caller"
+        );
         assert!(
-            cache.key("/api/v1/users/me", None, "alice").is_none(),
+            cache
+                .key("/api/v1/users/me", "/api/v1/users/me", None, Some("alice"), "user")
+                .is_none(),
             "not a cacheable route"
         );
-        cache.put(&a, Bytes::from_static(b"{}")).await;
+        fill(&cache, &a, b"{}").await;
         assert_eq!(cache.get(&a).await.unwrap().ttl_secs, 300);
         clock.advance(chrono::Duration::seconds(301));
-        assert!(cache.get(&a).await.is_none());
+        assert!(cache.get(&a).await.is_err());
+    }
+
+    #[test]
+    fn a_templated_route_keys_on_its_bound_path() {
+        let mut settings = CacheSettings::default();
+        settings.routes.insert("/api/v1/users/{id}".into(), 60);
+        let cache = ResponseCache::new(settings, None, Arc::new(ManualClock::new(Utc::now())));
+        let of = |path: &str| {
+            cache
+                .key("/api/v1/users/{id}", path, None, Some("alice"), "admin")
+                .unwrap()
+        };
+        assert_ne!(of("/api/v1/users/1"), of("/api/v1/users/2"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_before_an_invalidation_is_stale_when_stored_after_it() {
+        let clock = ManualClock::new(Utc::now());
+        let cache = cache(&clock);
+        let key = list_key(&cache, None, "alice", "admin");
+        let miss = cache.get(&key).await.unwrap_err();
+        // The change's event arrives while the old answer is on its way.
+        cache.invalidate("users").await;
+        cache.put(&key, &miss, Bytes::from_static(b"old")).await;
+        assert!(cache.get(&key).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn in_redis_too_an_answer_read_before_an_invalidation_is_never_served() {
+        if !fleet_kit::testing::backend_available("Redis", "127.0.0.1:6379").await {
+            return;
+        }
+        let settings = CacheSettings {
+            key_prefix: format!("fleet-test:{}:", Uuid::now_v7()),
+            ..CacheSettings::default()
+        };
+        let shared = || {
+            let link = RedisLink::open("redis://127.0.0.1:6379", Duration::from_secs(2)).unwrap();
+            let clock = Arc::new(ManualClock::new(Utc::now()));
+            ResponseCache::new(settings.clone(), Some(Arc::new(link)), clock)
+        };
+        let (one, two) = (shared(), shared());
+        let key = list_key(&one, None, "alice", "admin");
+        let miss = one.get(&key).await.unwrap_err();
+        // The other replica applies the event first.
+        two.invalidate("users").await;
+        one.put(&key, &miss, Bytes::from_static(b"old")).await;
+        assert!(
+            two.get(&key).await.is_err(),
+            "stored under the generation its lookup saw"
+        );
+        // An answer looked up now is shared.
+        let miss = two.get(&key).await.unwrap_err();
+        two.put(&key, &miss, Bytes::from_static(b"new")).await;
+        assert_eq!(shared().get(&key).await.unwrap().body, Bytes::from_static(b"new"));
     }
 
     #[tokio::test]
     async fn user_events_empty_the_users_tag() {
         let clock = ManualClock::new(Utc::now());
         let cache = cache(&clock);
-        let key = cache.key("/api/v1/users", None, "alice").unwrap();
-        cache.put(&key, Bytes::from_static(b"{}")).await;
+        let key = list_key(&cache, None, "alice", "user");
+        fill(&cache, &key, b"{}").await;
         let login = new_event(
             "auth",
             Some(Uuid::now_v7()),
@@ -433,10 +533,7 @@ mod tests {
             Payload::LoginSucceeded(LoginSucceeded::default()),
         );
         cache.apply(&login).await;
-        assert!(
-            cache.get(&key).await.is_some(),
-            "a login does not change the users list"
-        );
+        assert!(cache.get(&key).await.is_ok(), "a login does not change the users list");
         let updated = new_event(
             "users",
             Some(Uuid::now_v7()),
@@ -445,6 +542,6 @@ mod tests {
         );
         assert_eq!(tags_of(&updated)[0], "users");
         cache.apply(&updated).await;
-        assert!(cache.get(&key).await.is_none());
+        assert!(cache.get(&key).await.is_err());
     }
 }

@@ -26,7 +26,7 @@ use pingora::{
 use tracing::Instrument;
 
 use crate::{
-    cache::{CacheKey, ResponseCache},
+    cache::{CacheKey, Miss, ResponseCache},
     client_ip::client_ip,
     health::Dependencies,
     metrics::GatewayMetrics,
@@ -447,12 +447,19 @@ impl Gateway {
         };
         // Cacheable GETs: answer from the cache, or let one request per key
         // through to the service while the others wait for its answer.
-        let caller = ctx.identity.as_ref().map(|id| match id.user_id() {
-            Some(user) => user.to_string(),
-            None => format!("role:{}", id.role),
-        });
-        let cache_key = match (&caller, lookup_method == Method::GET) {
-            (Some(caller), true) => self.cache.key(route.template.as_str(), query.as_deref(), caller),
+        let user = ctx
+            .identity
+            .as_ref()
+            .and_then(Identity::user_id)
+            .map(|id| id.to_string());
+        let cache_key = match (&ctx.identity, lookup_method == Method::GET) {
+            (Some(identity), true) => self.cache.key(
+                route.template.as_str(),
+                &path,
+                query.as_deref(),
+                user.as_deref(),
+                &identity.role,
+            ),
             _ => None,
         };
         let bypass = header_str(session, "cache-control").is_some_and(|v| v.contains("no-cache"));
@@ -460,18 +467,22 @@ impl Gateway {
         // request it waited for may have filled it), and keeps the lock
         // until its own answer is stored.
         let mut in_flight = None;
-        let cached = match (&cache_key, bypass) {
+        let (cached, miss) = match (&cache_key, bypass) {
             (Some(key), false) => {
-                let mut cached = self.cache.get(key).await;
-                if cached.is_none() {
+                let mut found = self.cache.get(key).await;
+                if found.is_err() {
                     in_flight = Some(self.cache.flight(key).lock_owned().await);
-                    cached = self.cache.get(key).await;
+                    found = self.cache.get(key).await;
                 }
-                self.cache.record(cached.is_some());
-                self.metrics.cache_lookup(route.template.as_str(), cached.is_some());
-                cached
+                self.cache.record(found.is_ok());
+                self.metrics.cache_lookup(route.template.as_str(), found.is_ok());
+                match found {
+                    Ok(hit) => (Some(hit), None),
+                    Err(miss) => (None, Some(miss)),
+                }
             }
-            _ => None,
+            (Some(key), true) => (None, Some(self.cache.bypass(key).await)),
+            _ => (None, None),
         };
         if let Some(hit) = cached {
             drop(in_flight);
@@ -525,9 +536,10 @@ impl Gateway {
                 self.respond(session, ctx, 204, None, &[], Bytes::new()).await
             }
             Ok(answer) => match transcode::response_json(&answer) {
-                Ok(json) => match &cache_key {
-                    Some(key) if route.success_status == 200 => {
-                        self.store_and_respond(session, ctx, key, json, bypass, in_flight).await
+                Ok(json) => match (&cache_key, miss) {
+                    (Some(key), Some(miss)) if route.success_status == 200 => {
+                        self.store_and_respond(session, ctx, (key, &miss), json, bypass, in_flight)
+                            .await
                     }
                     _ => self.json(session, ctx, route.success_status, json).await,
                 },
@@ -551,13 +563,13 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestContext,
-        key: &CacheKey,
+        (key, miss): (&CacheKey, &Miss),
         json: Vec<u8>,
         bypass: bool,
         in_flight: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Answer {
         let body = Bytes::from(json);
-        self.cache.put(key, body.clone()).await;
+        self.cache.put(key, miss, body.clone()).await;
         drop(in_flight);
         let fwd = if bypass { "request" } else { "miss" };
         let extra = [(CACHE_STATUS, text_value(format!("fleet; fwd={fwd}; stored"))?)];

@@ -171,8 +171,8 @@ impl BackgroundService for CacheInvalidation {
                     Ok(event) => self.cache.apply(&event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         // Missed invalidations: drop everything rather than serve stale answers.
-                        tracing::warn!(missed, "cache invalidation fell behind; emptying the users tag");
-                        self.cache.invalidate("users").await;
+                        tracing::warn!(missed, "cache invalidation fell behind; emptying the cache");
+                        self.cache.missed_events().await;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

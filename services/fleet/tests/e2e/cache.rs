@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fleet_kit::testing::backend_available;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto};
 
@@ -201,5 +201,54 @@ async fn concurrent_misses_on_one_key_make_a_single_upstream_call() {
     assert!(
         metrics.contains(r#"cache_hits_total{cache_key="/api/v1/users"} 15"#),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_cache_keys_on_the_callers_role_and_on_the_ids_in_the_path() {
+    let fleet = Fleet::start_with(&[("FLEET_GATEWAY__CACHE__ROUTES__/api/v1/users/{id}", "60")]).await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (ada, ada_user) = api.signed_in("ada@example.com", "Ada").await;
+    let (bob, _) = api.signed_in("bob@example.com", "Bob").await;
+    assert!(fleet.command(&["user", "promote", "ada@example.com"]).status.success());
+    let ada_admin = api.login("ada@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The admin's view holds every email; a user token of the same user,
+    // minted before the promotion, must not find it under its key.
+    let emails = |answer: &Answer| -> Vec<String> {
+        answer.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["email"].as_str().map(str::to_string))
+            .collect()
+    };
+    let admin_view = list(&api, &ada_admin).await;
+    assert_eq!(admin_view.header("cache-status"), Some("fleet; fwd=miss; stored"));
+    assert_eq!(emails(&admin_view).len(), 2, "{}", admin_view.body);
+    let user_view = list(&api, &ada_user).await;
+    assert_eq!(user_view.header("cache-status"), Some("fleet; fwd=miss; stored"));
+    assert_eq!(emails(&user_view), ["ada@example.com"], "{}", user_view.body);
+
+    // One templated route, two ids: two answers.
+    let get = |id: &Value| {
+        let path = format!("/api/v1/users/{}", id["id"].as_str().unwrap());
+        let token = ada_admin.clone();
+        let api = &api;
+        async move { api.call(Method::GET, &path, Some(&token), None).await }
+    };
+    let first = get(&bob).await;
+    assert_eq!(first.header("cache-status"), Some("fleet; fwd=miss; stored"));
+    let second = get(&ada).await;
+    assert_eq!(second.header("cache-status"), Some("fleet; fwd=miss; stored"));
+    assert_eq!(second.body["email"], "ada@example.com");
+    assert!(
+        get(&bob)
+            .await
+            .header("cache-status")
+            .is_some_and(|s| s.starts_with("fleet; hit"))
     );
 }
