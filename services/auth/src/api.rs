@@ -16,11 +16,12 @@ use fleet_kit::{
 };
 use fleet_proto::{
     auth::v1::{
-        BackupCodes, ChangePasswordRequest, ConfirmSmsRequest, ConfirmTotpRequest, DisableMfaRequest, EnrollSmsRequest,
-        EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest, GetMfaStatusRequest, Jwks, ListSessionsRequest,
-        ListSessionsResponse, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatus, RefreshRequest,
-        RegenerateBackupCodesRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest,
-        RotateSigningKeyResponse, SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
+        BackupCodes, ChangePasswordRequest, ConfirmSmsRequest, ConfirmTotpRequest, DisableMfaRequest,
+        EndUserSessionsRequest, EnrollSmsRequest, EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest,
+        GetMfaStatusRequest, Jwks, ListSessionsRequest, ListSessionsResponse, LoginMfaRequest, LoginRequest,
+        LoginResponse, LogoutRequest, MfaStatus, RefreshRequest, RegenerateBackupCodesRequest, RegisterRequest,
+        RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest, RotateSigningKeyResponse,
+        SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
     },
     events::v1::{Event, LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
     users::v1::User,
@@ -41,6 +42,15 @@ use crate::{
     password::Password,
     store::{AuthStore, Counter, CredentialRecord, NewSession, PRODUCER, Revocation, Revoke, RevokeReason, Rotation},
 };
+
+/// Who ends a failure streak after a right password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The check itself.
+    Now,
+    /// The caller's next write (a session's start, a password change).
+    ByCaller,
+}
 
 /// Where a request came from, for sessions and the audit trail.
 #[derive(Debug, Clone, Default)]
@@ -168,13 +178,16 @@ impl AuthApi {
 
     /// Checks a password under the lockout policy, with a place in the
     /// hashing pool the caller took first: an attempt refused for load is
-    /// never counted, and costs no lookup.
+    /// never counted, and costs no lookup. The attempt is counted before
+    /// the check; a right password ends the streak, at once or, when
+    /// `settled` says so, in the caller's own write.
     pub(crate) async fn check_password(
         &self,
         ticket: &Ticket,
         user_id: Uuid,
         password: &Password,
         client: &ClientInfo,
+        settled: Settled,
     ) -> Result<(), AuthError> {
         let Some(creds) = self.store.credentials(user_id).await? else {
             ticket.verify(password, None).await?;
@@ -182,6 +195,11 @@ impl AuthApi {
         };
         let (failures, creds) = self.count_attempt(creds, Counter::Password, client).await?;
         if ticket.verify(password, Some(creds.password_hash)).await? {
+            if settled == Settled::Now {
+                self.store
+                    .clear_failures(user_id, &[Counter::Password], self.clock.now())
+                    .await?;
+            }
             return Ok(());
         }
         self.emit_failure(user_id, "bad_password", failures, client).await?;
@@ -287,7 +305,9 @@ impl AuthApi {
             return Err(AuthError::BadCredentials);
         };
         let user_id = user_id_of(&user)?;
-        self.check_password(&ticket, user_id, &password, &client).await?;
+        // The session's start, or the second factor's success, ends the streak.
+        self.check_password(&ticket, user_id, &password, &client, Settled::ByCaller)
+            .await?;
         drop(ticket);
         if user.status != "active" {
             self.store
@@ -453,13 +473,32 @@ impl AuthApi {
             return Err(AuthError::Unexpected(anyhow::anyhow!("validated password missing")));
         };
         let ticket = self.hashing.admit()?;
-        self.check_password(&ticket, user_id, &Password::presented(&req.current_password), &client)
+        // The new password's write ends the streak.
+        let current = Password::presented(&req.current_password);
+        self.check_password(&ticket, user_id, &current, &client, Settled::ByCaller)
             .await?;
         let hash = ticket.hash(&new).await?;
         let how = self.revocation(RevokeReason::PasswordChanged);
         let ids = self.store.change_password(user_id, &hash, session_id, how).await?;
         self.revoked_here(&ids, &how);
         Ok(())
+    }
+
+    /// Ends every session of a user started before `changed_at` (an
+    /// account change, or an admin's order); returns how many ended.
+    pub async fn end_sessions(
+        &self,
+        user_id: Uuid,
+        changed_at: DateTime<Utc>,
+        reason: RevokeReason,
+    ) -> anyhow::Result<usize> {
+        let how = self.revocation(reason);
+        let ids = self
+            .store
+            .revoke(user_id, Revoke::StartedBefore(changed_at), how)
+            .await?;
+        self.revoked_here(&ids, &how);
+        Ok(ids.len())
     }
 
     /// A deleted account: its credentials go and its sessions end.
@@ -630,14 +669,17 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(self.0.issuer.jwks().await.map_err(AuthError::from)?))
     }
 
+    async fn end_user_sessions(&self, request: Request<EndUserSessionsRequest>) -> Result<Response<()>, Status> {
+        let identity = require_identity(&request)?;
+        self.0.end_user_sessions(identity, &request.get_ref().id).await?;
+        Ok(Response::new(()))
+    }
+
     async fn rotate_signing_key(
         &self,
         request: Request<RotateSigningKeyRequest>,
     ) -> Result<Response<RotateSigningKeyResponse>, Status> {
-        let identity = require_identity(&request)?;
-        if !(identity.is_admin() || identity.is_service()) {
-            return Err(Status::permission_denied("only administrators may rotate signing keys"));
-        }
+        self.0.require_admin_now(require_identity(&request)?).await?;
         let (kid, active_from) = self.0.issuer.rotate().await.map_err(AuthError::from)?;
         Ok(Response::new(RotateSigningKeyResponse {
             kid,

@@ -6,6 +6,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod admin;
 pub mod api;
 pub mod directory;
 pub mod error;
@@ -48,7 +49,7 @@ pub use mfa::{MfaSettings, SealingKey};
 
 use crate::mfa::totp::TotpParams;
 
-use crate::directory::GrpcDirectory;
+use crate::{directory::GrpcDirectory, store::RevokeReason};
 
 /// The gRPC service name, as health and reflection report it.
 pub const SERVICE_NAME: &str = "fleet.auth.v1.AuthService";
@@ -86,6 +87,9 @@ impl Default for AuthSettings {
 pub struct Deps {
     /// Its migrated store.
     pub db: Db,
+    /// A development setting: conveniences unsafe in production (the SMS
+    /// `log` sender) are allowed.
+    pub development: bool,
     /// Where its events go.
     pub bus: Arc<dyn EventPublisher>,
     /// Events to follow (user deletions), when the bus is in this process.
@@ -150,7 +154,7 @@ pub async fn build(deps: &Deps) -> anyhow::Result<Auth> {
         mfa: deps.settings.mfa.clone(),
         totp: TotpParams::default(),
         sealing: deps.sealing.clone(),
-        sms: mfa::sms::sender(&deps.settings.mfa.sms)?,
+        sms: mfa::sms::sender(&deps.settings.mfa.sms, deps.development)?,
         hashing: deps.hashing.clone(),
         metrics: deps.metrics.clone(),
     });
@@ -177,7 +181,7 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
         }
     });
     if let Some(events) = deps.events {
-        tasks.spawn(follow_deletions(auth.api.clone(), events, shutdown.clone()));
+        tasks.spawn(follow_accounts(auth.api.clone(), events, shutdown.clone()));
     }
     let routes = Routes::new(AuthServiceServer::new(AuthGrpc(auth.api.clone())));
     let served = fleet_kit::grpc::serve(
@@ -193,8 +197,10 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
     served
 }
 
-/// Ends the sessions and removes the credentials of deleted accounts.
-async fn follow_deletions(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc<Event>>, stop: CancellationToken) {
+/// Follows account changes: a deleted account's sessions end and its
+/// credentials go; an account whose role or status changed has its sessions
+/// ended, since their tokens claim the old role and status.
+async fn follow_accounts(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc<Event>>, stop: CancellationToken) {
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -202,15 +208,30 @@ async fn follow_deletions(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc
         };
         match event {
             Ok(event) => {
-                let Some(Payload::UserDeleted(_)) = event.payload else {
-                    continue;
-                };
                 let Ok(user_id) = Uuid::parse_str(&event.subject_user_id) else {
                     continue;
                 };
-                let span = fleet_kit::trace::event_span("auth.deletions", &event);
-                if let Err(err) = api.forget_user(user_id).instrument(span).await {
-                    tracing::error!(%user_id, error = format!("{err:#}"), "could not forget a deleted user");
+                let span = fleet_kit::trace::event_span("auth.accounts", &event);
+                let done = match &event.payload {
+                    Some(Payload::UserDeleted(_)) => api.forget_user(user_id).instrument(span).await,
+                    Some(Payload::UserUpdated(updated))
+                        if updated.changed.iter().any(|field| field == "role" || field == "status") =>
+                    {
+                        // Sessions started since carry the new role and status.
+                        let changed_at = event
+                            .occurred_at
+                            .as_ref()
+                            .and_then(fleet_kit::time::from_timestamp)
+                            .unwrap_or_else(|| api.clock.now());
+                        api.end_sessions(user_id, changed_at, RevokeReason::AccountChanged)
+                            .instrument(span)
+                            .await
+                            .map(drop)
+                    }
+                    _ => continue,
+                };
+                if let Err(err) = done {
+                    tracing::error!(%user_id, error = format!("{err:#}"), "could not apply an account change");
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -206,6 +206,9 @@ pub enum Revoke {
     One(Uuid),
     /// All but this one (or all).
     AllExcept(Option<Uuid>),
+    /// Every session started before this instant (those started after a
+    /// change already carry its outcome).
+    StartedBefore(DateTime<Utc>),
 }
 
 /// Why sessions end, as events tell it.
@@ -223,6 +226,10 @@ pub enum RevokeReason {
     UserDeleted,
     /// 2FA was turned off or its backup codes replaced.
     MfaChanged,
+    /// The account's role or status changed: its tokens claim the old ones.
+    AccountChanged,
+    /// An administrator ended every session of the user.
+    EndedByAdmin,
 }
 
 impl RevokeReason {
@@ -234,6 +241,8 @@ impl RevokeReason {
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::UserDeleted => "user_deleted",
             RevokeReason::MfaChanged => "mfa_changed",
+            RevokeReason::AccountChanged => "account_changed",
+            RevokeReason::EndedByAdmin => "ended_by_admin",
         }
     }
 }
@@ -551,14 +560,16 @@ macro_rules! sql_auth_store {
 
             /// Revokes inside a transaction and writes one event per session.
             async fn revoke_in(conn: &mut $conn, user_id: Uuid, which: Revoke, how: &Revocation) -> anyhow::Result<Vec<Uuid>> {
-                let (only, except) = match which {
-                    Revoke::One(id) => (Some(id), None),
-                    Revoke::AllExcept(keep) => (None, keep),
+                let (only, except, before) = match which {
+                    Revoke::One(id) => (Some(id), None, None),
+                    Revoke::AllExcept(keep) => (None, keep, None),
+                    Revoke::StartedBefore(at) => (None, None, Some(at)),
                 };
                 let ids: Vec<(Uuid,)> = sqlx::query_as(
                     "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 \
                      WHERE user_id = $1 AND revoked_at IS NULL \
                        AND ($4 IS NULL OR id = $4) AND ($5 IS NULL OR id <> $5) \
+                       AND ($6 IS NULL OR created_at < $6) \
                      RETURNING id",
                 )
                 .bind(user_id)
@@ -566,6 +577,7 @@ macro_rules! sql_auth_store {
                 .bind(how.reason.as_str())
                 .bind(only)
                 .bind(except)
+                .bind(before)
                 .fetch_all(&mut *conn)
                 .await
                 .context("revoking sessions")?;

@@ -66,11 +66,23 @@ pub fn public_view(user: &UserRecord) -> User {
     }
 }
 
-fn view_for(identity: &Identity, user: &UserRecord) -> User {
-    if identity.is_admin() || identity.is_service() || identity.user_id() == Some(user.id) {
-        full_view(user)
-    } else {
-        public_view(user)
+/// Who is calling, as the store has it now: a token's role is as old as the
+/// token, so rights come from the caller's own record, read per call.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    /// The calling user; `None` for a service.
+    id: Option<Uuid>,
+    /// An active administrator, or a service.
+    privileged: bool,
+}
+
+impl Caller {
+    fn view(self, user: &UserRecord) -> User {
+        if self.privileged || self.id == Some(user.id) {
+            full_view(user)
+        } else {
+            public_view(user)
+        }
     }
 }
 
@@ -97,6 +109,24 @@ fn decode_cursor(raw: &str) -> Option<Uuid> {
 }
 
 impl UsersApi {
+    /// The caller's rights now. A user whose record is gone or disabled has
+    /// none: its tokens are refused although their signatures still hold.
+    async fn caller(&self, identity: &Identity) -> Result<Caller, UsersError> {
+        let Some(id) = identity.user_id() else {
+            return Ok(Caller {
+                id: None,
+                privileged: identity.is_service(),
+            });
+        };
+        match self.store.get(id).await? {
+            Some(user) if user.status == AccountStatus::Active.as_str() => Ok(Caller {
+                id: Some(id),
+                privileged: user.role == Role::Admin.as_str(),
+            }),
+            _ => Err(UsersError::Forbidden("this account is disabled or deleted")),
+        }
+    }
+
     async fn create_user(&self, req: CreateUserRequest) -> Result<User, UsersError> {
         let mut v = Violations::new();
         let email = v.check("email", Email::parse(&req.email));
@@ -136,7 +166,7 @@ impl UsersApi {
     }
 
     async fn update_user(&self, identity: &Identity, req: UpdateUserRequest) -> Result<User, UsersError> {
-        if !identity.is_admin() {
+        if !self.caller(identity).await?.privileged {
             return Err(UsersError::Forbidden("only administrators may change other users"));
         }
         let id = parse_id("id", &req.id)?;
@@ -182,7 +212,8 @@ impl UsersApi {
             v.add("q", "must be at most 100 characters");
         }
         v.into_result()?;
-        let privileged = identity.is_admin() || identity.is_service();
+        let caller = self.caller(identity).await?;
+        let privileged = caller.privileged;
         let query = ListQuery {
             after,
             q: (!q.is_empty()).then(|| q.to_string()),
@@ -197,14 +228,15 @@ impl UsersApi {
             None
         };
         Ok(ListUsersResponse {
-            items: rows.iter().map(|u| view_for(identity, u)).collect(),
+            items: rows.iter().map(|u| caller.view(u)).collect(),
             next_cursor,
         })
     }
 
     async fn delete_user(&self, identity: &Identity, req: DeleteUserRequest) -> Result<(), UsersError> {
         let id = parse_id("id", &req.id)?;
-        if !(identity.is_admin() || identity.is_service() || identity.user_id() == Some(id)) {
+        let caller = self.caller(identity).await?;
+        if !(caller.privileged || caller.id == Some(id)) {
             return Err(UsersError::Forbidden(
                 "only the user or an administrator may delete a user",
             ));
@@ -249,10 +281,10 @@ impl UsersService for UsersApi {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let identity = require_identity(&request)?;
+        let caller = self.caller(require_identity(&request)?).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         let user = self.store.get(id).await.map_err(UsersError::from)?;
-        Ok(Response::new(view_for(identity, &user.ok_or(UsersError::NotFound)?)))
+        Ok(Response::new(caller.view(&user.ok_or(UsersError::NotFound)?)))
     }
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {

@@ -212,8 +212,22 @@ async fn a_full_hashing_pool_refuses_at_once_and_counts_no_failure(backend: Test
         return;
     };
     let ada = stack.register("ada@example.com", "Ada").await;
-    // Every place taken, as by a storm of logins in flight.
-    let held = [stack.hashing.admit().unwrap(), stack.hashing.admit().unwrap()];
+    // Every place taken, as by a storm of logins in flight. The sign-up's
+    // place is given back by the worker just after its answer: wait for it.
+    let started = std::time::Instant::now();
+    let admit = || loop {
+        match stack.hashing.admit() {
+            Ok(ticket) => return ticket,
+            Err(_) => {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(5),
+                    "the pool never freed"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    };
+    let held = [admit(), admit()];
 
     let mut refusals = Vec::new();
     for password in [PASSWORD, "a wrong guess!", "another wrong guess"] {

@@ -101,6 +101,7 @@ impl Stack {
         tokio::spawn(fleet_users::serve(users_deps, users_listener, shutdown.clone()));
         let hashing = HashingPool::start(&settings.hashing, Default::default()).unwrap();
         let auth_deps = fleet_auth::Deps {
+            development: false,
             db: auth_db.clone(),
             bus: publisher,
             events: Some(bus.subscribe()),
@@ -178,7 +179,8 @@ impl Stack {
             role: Some(fleet_users::domain::Role::Admin),
             ..Default::default()
         };
-        store.update(user.id, patch, Utc::now()).await.unwrap();
+        // On the stack's clock: sessions started after the change keep the new role.
+        store.update(user.id, patch, self.clock_now()).await.unwrap();
         self.login(email).await.access_token
     }
 }

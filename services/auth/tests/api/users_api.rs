@@ -197,6 +197,8 @@ async fn only_admins_change_roles_and_only_self_or_admin_delete(backend: TestBac
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     let admin = stack.admin("root@example.com").await;
+    // The promotion comes after ada's login.
+    stack.clock.advance(chrono::Duration::seconds(1));
     let promoted = users.update_user(authed(promote, &admin)).await.unwrap().into_inner();
     assert_eq!(promoted.role, "admin");
     let bad = users
@@ -221,6 +223,17 @@ async fn only_admins_change_roles_and_only_self_or_admin_delete(backend: TestBac
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
+    // The promotion ended ada's session (its token claims the old role); a
+    // new login carries the new one.
+    let started = std::time::Instant::now();
+    while users.get_me(authed(GetMeRequest {}, &ada_token)).await.is_ok() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "ada's old session lives on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ada_token = stack.login("ada@example.com").await.access_token;
     users
         .delete_user(authed(DeleteUserRequest { id: ada.id }, &ada_token))
         .await

@@ -8,6 +8,7 @@ mod events;
 mod grpc;
 mod harness;
 mod health;
+mod identity;
 mod mfa;
 mod monitoring;
 mod openapi;

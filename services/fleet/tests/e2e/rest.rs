@@ -196,7 +196,25 @@ async fn users_rows(api: &Api<'_>) {
     let promoted = api.call(Method::PATCH, &bob_path, Some(&admin), Some(promote)).await;
     assert_eq!((promoted.status, promoted.body["role"].as_str()), (200, Some("admin")));
 
+    // The promotion ended bob's sessions: his token claims the old role.
     let ada_path = format!("/api/v1/users/{}", ada["id"].as_str().unwrap());
+    let started = std::time::Instant::now();
+    while api
+        .call(Method::GET, "/api/v1/users/me", Some(&bob_token), None)
+        .await
+        .status
+        != 401
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "bob's old session lives on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let bob_token = api.login("bob@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         api.call(Method::DELETE, &bob_path, Some(&bob_token), None).await.status,
         204

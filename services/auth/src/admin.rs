@@ -1,0 +1,50 @@
+//! What administrators do in auth. Rights come from the caller's record in
+//! the users service, read per call: a token's role claim is as old as the
+//! token, and a demoted admin must lose its rights at once.
+
+use fleet_kit::{error::Violations, token::Identity};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::{api::AuthApi, error::AuthError, store::RevokeReason};
+
+impl AuthApi {
+    /// Succeeds when the caller is a service, or a user who is an active
+    /// administrator now.
+    pub async fn require_admin_now(&self, identity: &Identity) -> Result<(), AuthError> {
+        if identity.is_service() {
+            return Ok(());
+        }
+        let forbidden = || AuthError::Upstream(Status::permission_denied("only administrators may do this"));
+        let Some(id) = identity.user_id() else {
+            return Err(forbidden());
+        };
+        let user = self.directory.get(id).await.map_err(AuthError::from_users)?;
+        match user {
+            Some(user) if user.role == "admin" && user.status == "active" => Ok(()),
+            _ => Err(forbidden()),
+        }
+    }
+
+    /// An administrator ends every session of the user `target`.
+    pub async fn end_user_sessions(&self, identity: &Identity, target: &str) -> Result<(), AuthError> {
+        let Ok(target) = Uuid::parse_str(target) else {
+            let mut v = Violations::new();
+            v.add("id", "must be a UUID");
+            return Err(v.into());
+        };
+        self.require_admin_now(identity).await?;
+        let exists = self.directory.get(target).await.map_err(AuthError::from_users)?;
+        if exists.is_none() {
+            return Err(AuthError::Upstream(Status::not_found("user not found")));
+        }
+        let now = self.clock.now();
+        self.end_sessions(
+            target,
+            now + chrono::Duration::microseconds(1),
+            RevokeReason::EndedByAdmin,
+        )
+        .await?;
+        Ok(())
+    }
+}
