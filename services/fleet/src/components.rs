@@ -95,6 +95,10 @@ async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListe
 
 /// Runs `components` in this process until `shutdown` is cancelled.
 pub async fn run(config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Settings that cannot work are refused before anything starts.
+    if components.contains(&Component::Auth) {
+        fleet_auth::mfa::sms::sender(&config.auth.settings.mfa.sms, config.development).context("configuration")?;
+    }
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = InProcessBus::default();
     let publisher: Arc<dyn EventPublisher> = match &config.amqp_url {
@@ -168,6 +172,7 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
             }
             Component::Auth => {
                 let deps = fleet_auth::Deps {
+                    development: config.development,
                     db,
                     bus: publisher.clone(),
                     events: Some(bus.subscribe()),

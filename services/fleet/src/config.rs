@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FleetConfig {
+    /// A development setting: allows conveniences unsafe in production
+    /// (the SMS `log` sender, which logs live codes and phone numbers).
+    pub development: bool,
     /// Where embedded SQLite files live.
     pub data_dir: PathBuf,
     /// Shared database (`postgres://` or `sqlite://`); each service has its
@@ -110,6 +113,7 @@ impl Default for ServiceConfig {
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
+            development: false,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             redis_url: None,

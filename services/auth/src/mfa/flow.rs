@@ -21,7 +21,7 @@ use super::{
     totp::{SECRET_LEN, TotpKey},
 };
 use crate::{
-    api::{AuthApi, ClientInfo, PASSWORD_AMR, new_opaque_token, token_hash},
+    api::{AuthApi, ClientInfo, PASSWORD_AMR, Settled, new_opaque_token, token_hash},
     error::AuthError,
     password::Password,
     store::{Counter, CredentialRecord, MfaOutcome, PRODUCER, RevokeReason, SecondFactor, TotpRecord},
@@ -454,7 +454,8 @@ impl AuthApi {
                     return Err(AuthError::MfaState("2FA is not on"));
                 }
                 let ticket = self.hashing.admit()?;
-                self.check_password(&ticket, user_id, &Password::presented(&req.password), &client)
+                let password = Password::presented(&req.password);
+                self.check_password(&ticket, user_id, &password, &client, Settled::Now)
                     .await?;
                 "password"
             }

@@ -24,8 +24,8 @@ pub enum SenderKind {
 pub struct SmsSettings {
     /// Offer SMS codes at all.
     pub enabled: bool,
-    /// How codes are delivered.
-    pub sender: SenderKind,
+    /// How codes are delivered; named explicitly, there is no default.
+    pub sender: Option<SenderKind>,
     /// Where the webhook sender posts.
     pub webhook_url: String,
     /// Sent as `Authorization: Bearer …` to the webhook, when set.
@@ -38,7 +38,7 @@ impl Default for SmsSettings {
     fn default() -> Self {
         Self {
             enabled: false,
-            sender: SenderKind::Log,
+            sender: None,
             webhook_url: String::new(),
             webhook_token: Secret::default(),
             code_ttl_secs: 600,
@@ -106,12 +106,20 @@ impl SmsSender for WebhookSender {
     }
 }
 
-/// The configured sender, or `None` when SMS is off.
-pub fn sender(settings: &SmsSettings) -> anyhow::Result<Option<Arc<dyn SmsSender>>> {
+/// The configured sender, or `None` when SMS is off. The `log` sender
+/// writes live codes and phone numbers to the log: it is refused unless
+/// `development` is on.
+pub fn sender(settings: &SmsSettings, development: bool) -> anyhow::Result<Option<Arc<dyn SmsSender>>> {
     if !settings.enabled {
         return Ok(None);
     }
-    Ok(Some(match settings.sender {
+    let Some(kind) = settings.sender else {
+        bail!("auth.mfa.sms.enabled needs auth.mfa.sms.sender: webhook (or log, in development)");
+    };
+    Ok(Some(match kind {
+        SenderKind::Log if !development => bail!(
+            "auth.mfa.sms.sender = log writes codes and phone numbers to the log; it is refused unless development = true"
+        ),
         SenderKind::Log => Arc::new(LogSender),
         SenderKind::Webhook => Arc::new(WebhookSender::new(
             &settings.webhook_url,
@@ -157,12 +165,29 @@ mod tests {
         assert!(WebhookSender::new("ftp://x", Secret::default()).is_err());
         assert!(WebhookSender::new("not a url", Secret::default()).is_err());
         let off = SmsSettings::default();
-        assert!(sender(&off).unwrap().is_none());
+        assert!(sender(&off, false).unwrap().is_none());
         let bad = SmsSettings {
             enabled: true,
-            sender: SenderKind::Webhook,
+            sender: Some(SenderKind::Webhook),
             ..SmsSettings::default()
         };
-        assert!(sender(&bad).is_err(), "an enabled webhook sender needs its URL");
+        assert!(sender(&bad, false).is_err(), "an enabled webhook sender needs its URL");
+    }
+
+    #[test]
+    fn the_sender_is_named_explicitly_and_log_only_in_development() {
+        let unnamed = SmsSettings {
+            enabled: true,
+            ..SmsSettings::default()
+        };
+        let err = sender(&unnamed, true).err().unwrap().to_string();
+        assert!(err.contains("auth.mfa.sms.sender"), "{err}");
+        let log = SmsSettings {
+            sender: Some(SenderKind::Log),
+            ..unnamed
+        };
+        let err = sender(&log, false).err().unwrap().to_string();
+        assert!(err.contains("development"), "{err}");
+        assert!(sender(&log, true).unwrap().is_some());
     }
 }

@@ -453,6 +453,20 @@ async fn disabling_needs_proof_and_ends_the_other_sessions(backend: TestBackend)
         &next_event(&mut events, "mfa.disabled").await.payload,
         Some(fleet_proto::events::v1::event::Payload::MfaDisabled(d)) if d.confirmed_with == "password" && d.sessions_revoked == 1
     ));
+    // The wrong password counted once; the right one ended the streak.
+    let me = stack
+        .users
+        .clone()
+        .get_me(authed(GetMeRequest {}, &enrolled.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let creds = fleet_auth::store::auth_store(&stack.auth_db)
+        .credentials(me.id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(creds.failures(fleet_auth::store::Counter::Password).0, 0);
     let ended = auth
         .refresh(RefreshRequest {
             refresh_token: other.refresh_token,
@@ -595,7 +609,7 @@ async fn sms_codes_through_the_webhook_sender(backend: TestBackend) {
     let (url, mut inbox) = sms_webhook().await;
     let mut settings = AuthSettings::default();
     settings.mfa.sms.enabled = true;
-    settings.mfa.sms.sender = SenderKind::Webhook;
+    settings.mfa.sms.sender = Some(SenderKind::Webhook);
     settings.mfa.sms.webhook_url = url;
     let Some(stack) = Stack::start_with(backend, settings).await else {
         return;
