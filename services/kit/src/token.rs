@@ -2,7 +2,7 @@
 //! against the auth service's public keys (JWKS). Every service verifies the
 //! bearer token again (zero trust inside the cluster) through [`AuthLayer`].
 
-use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
+use std::{sync::Arc, time::Duration as StdDuration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
@@ -10,11 +10,15 @@ use fleet_proto::auth::v1::{GetJwksRequest, Jwk, Jwks, auth_service_client::Auth
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use tokio::sync::{Mutex, RwLock};
 use tonic::{Request, Status, transport::Channel};
 use uuid::Uuid;
 
+use self::keyset::KeySet;
 use crate::{clock::SharedClock, revocation::RevokedSessions};
+
+mod keyset;
+
+pub use keyset::KEYS_MAX_AGE;
 
 /// The `typ` header of an access token (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -239,26 +243,18 @@ pub fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
         .flatten()
 }
 
-#[derive(Default)]
-struct KeyCache {
-    keys: HashMap<String, DecodingKey>,
-    fetched_at: Option<DateTime<Utc>>,
-}
-
-/// Verifies access tokens: algorithm allow-list, `typ`, `kid` against a cached
-/// key set (refetched on an unknown `kid`, at most once per interval),
-/// signature, `iss`, `aud`, expiry by the injected clock, and revocation.
+/// Verifies access tokens: algorithm allow-list, `typ`, `kid` against a
+/// key set that is kept fresh (see [`keyset`]), signature, `iss`, `aud`,
+/// expiry by the injected clock, and revocation.
 pub struct TokenVerifier {
     settings: TokenSettings,
-    source: Arc<dyn KeySource>,
     clock: SharedClock,
     revoked: RevokedSessions,
-    refetch_interval: Duration,
-    cache: RwLock<KeyCache>,
-    fetching: Mutex<()>,
-    /// Tokens that verified, by SHA-256: a signature is checked once, not on
-    /// every request. Expiry and revocation are checked on every use.
-    verified: moka::sync::Cache<[u8; 32], Identity>,
+    keys: KeySet,
+    /// Tokens that verified, by SHA-256, with their `kid`: a signature is
+    /// checked once, not on every request. Expiry, revocation and that the
+    /// key is still in the key set are checked on every use.
+    verified: moka::sync::Cache<[u8; 32], (Identity, Arc<str>)>,
 }
 
 /// How long a verified token is remembered: a key withdrawn from the JWKS
@@ -283,12 +279,9 @@ impl TokenVerifier {
     ) -> Self {
         Self {
             settings,
-            source,
+            keys: KeySet::new(source, clock.clone()),
             clock,
             revoked,
-            refetch_interval: Duration::seconds(30),
-            cache: RwLock::new(KeyCache::default()),
-            fetching: Mutex::new(()),
             verified: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(VERIFIED_TTL)
@@ -298,7 +291,13 @@ impl TokenVerifier {
 
     /// Changes how often an unknown `kid` may trigger a refetch.
     pub fn with_refetch_interval(mut self, interval: StdDuration) -> Self {
-        self.refetch_interval = Duration::from_std(interval).unwrap_or(self.refetch_interval);
+        self.keys.refetch_interval = Duration::from_std(interval).unwrap_or(self.keys.refetch_interval);
+        self
+    }
+
+    /// Changes how old the key set may grow before it is fetched again.
+    pub fn with_keys_max_age(mut self, age: StdDuration) -> Self {
+        self.keys.max_age = Duration::from_std(age).unwrap_or(self.keys.max_age);
         self
     }
 
@@ -311,10 +310,14 @@ impl TokenVerifier {
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let identity = match self.verified.get(&digest) {
-            Some(identity) => identity,
+            Some((identity, kid)) => {
+                // A key withdrawn from the key set ends its tokens too.
+                self.keys.key(&kid).await?;
+                identity
+            }
             None => {
-                let identity = self.verify_signed(token).await?;
-                self.verified.insert(digest, identity.clone());
+                let (identity, kid) = self.verify_signed(token).await?;
+                self.verified.insert(digest, (identity.clone(), kid));
                 identity
             }
         };
@@ -331,7 +334,7 @@ impl TokenVerifier {
     }
 
     /// Full verification: header, key, signature, claims.
-    async fn verify_signed(&self, token: &str) -> Result<Identity, TokenError> {
+    async fn verify_signed(&self, token: &str) -> Result<(Identity, Arc<str>), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::AlgorithmNotAllowed);
@@ -340,7 +343,7 @@ impl TokenVerifier {
             return Err(TokenError::WrongType);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let key = self.key(&kid).await?;
+        let key = self.keys.key(&kid).await?;
 
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -361,49 +364,13 @@ impl TokenVerifier {
         let claims = data.claims;
         let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
         let principal = principal(&claims)?;
-        Ok(Identity {
+        let identity = Identity {
             principal,
             role: claims.role,
             amr: claims.amr,
             expires_at,
-        })
-    }
-
-    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
-        if let Some(key) = self.cache.read().await.keys.get(kid) {
-            return Ok(key.clone());
-        }
-        // One fetch at a time; whoever waited re-checks what it brought.
-        let _guard = self.fetching.lock().await;
-        let due = {
-            let cache = self.cache.read().await;
-            if let Some(key) = cache.keys.get(kid) {
-                return Ok(key.clone());
-            }
-            cache
-                .fetched_at
-                .is_none_or(|at| self.clock.now() - at >= self.refetch_interval)
         };
-        if !due {
-            return Err(TokenError::UnknownKey);
-        }
-        let fetched = self.source.fetch().await;
-        let mut cache = self.cache.write().await;
-        cache.fetched_at = Some(self.clock.now());
-        match fetched {
-            Ok(jwks) => {
-                cache.keys = jwks
-                    .keys
-                    .iter()
-                    .filter_map(|jwk| Some((jwk.kid.clone(), decoding_key(jwk)?)))
-                    .collect();
-                cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
-            }
-            Err(err) => {
-                tracing::warn!(error = format!("{err:#}"), "could not fetch the signing keys");
-                Err(TokenError::KeysUnavailable)
-            }
-        }
+        Ok((identity, Arc::from(kid)))
     }
 }
 
@@ -446,7 +413,8 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
 
     struct StaticKeys {
-        jwks: Jwks,
+        jwks: std::sync::Mutex<Jwks>,
+        down: std::sync::atomic::AtomicBool,
         fetches: AtomicUsize,
     }
 
@@ -454,7 +422,8 @@ mod tests {
     impl KeySource for StaticKeys {
         async fn fetch(&self) -> anyhow::Result<Jwks> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(self.jwks.clone())
+            anyhow::ensure!(!self.down.load(Ordering::SeqCst), "auth is down");
+            Ok(self.jwks.lock().unwrap().clone())
         }
     }
 
@@ -482,9 +451,10 @@ mod tests {
         let kid = "k1".to_string();
         let clock = ManualClock::new(Utc::now());
         let keys = Arc::new(StaticKeys {
-            jwks: Jwks {
+            jwks: std::sync::Mutex::new(Jwks {
                 keys: vec![jwk(&key, &kid)],
-            },
+            }),
+            down: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicUsize::new(0),
         });
         let verifier = TokenVerifier::new(
@@ -630,6 +600,36 @@ mod tests {
         f.clock.advance(Duration::seconds(31));
         assert_eq!(f.verifier.verify(&token).await, Err(TokenError::UnknownKey));
         assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_withdrawn_from_the_jwks_stops_being_trusted_once_the_set_is_old() {
+        let f = fixture();
+        let token = f.sign(&f.header(), &f.claims());
+        f.verifier.verify(&token).await.unwrap();
+        f.keys.jwks.lock().unwrap().keys.clear();
+        f.clock.advance(Duration::seconds(60));
+        assert!(f.verifier.verify(&token).await.is_ok(), "the set is still fresh");
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 1);
+        f.clock.advance(KEYS_MAX_AGE);
+        assert_eq!(f.verifier.verify(&token).await, Err(TokenError::UnknownKey));
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_old_set_whose_refresh_fails_keeps_serving_and_retries_after_an_interval() {
+        let f = fixture();
+        let token = f.sign(&f.header(), &f.claims());
+        f.verifier.verify(&token).await.unwrap();
+        f.keys.down.store(true, Ordering::SeqCst);
+        f.clock.advance(KEYS_MAX_AGE);
+        for _ in 0..3 {
+            assert!(f.verifier.verify(&token).await.is_ok());
+        }
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 2, "one failed refresh, no storm");
+        f.clock.advance(Duration::seconds(31));
+        f.verifier.verify(&token).await.unwrap();
+        assert_eq!(f.keys.fetches.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
