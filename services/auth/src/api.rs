@@ -406,26 +406,28 @@ impl AuthApi {
             v.add("refresh_token", "is required");
             return Err(v.into());
         }
+        // The user is looked up before anything is spent: a users outage
+        // fails the call with nothing changed, and the client's retry of the
+        // same token still works.
+        let presented = token_hash(&req.refresh_token);
+        let Some(owner) = self.store.refresh_owner(&presented).await? else {
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let user = self
+            .directory
+            .get(owner)
+            .await
+            .map_err(AuthError::from_users)?
+            .filter(|u| u.status == "active");
         let now = self.clock.now();
         let (successor, successor_hash) = new_opaque_token();
         let rotation = self
             .store
-            .rotate_refresh(
-                &token_hash(&req.refresh_token),
-                &successor_hash,
-                now,
-                self.access_expiry(now),
-            )
+            .rotate_refresh(&presented, &successor_hash, now, self.access_expiry(now))
             .await?;
         match rotation {
             Rotation::Rotated(session) => {
-                let user = self
-                    .directory
-                    .get(session.user_id)
-                    .await
-                    .map_err(AuthError::from_users)?
-                    .filter(|u| u.status == "active");
-                let Some(user) = user else {
+                let Some(user) = user.filter(|u| u.id == session.user_id.to_string()) else {
                     let how = self.revocation(RevokeReason::Revoked);
                     let ids = self.store.revoke(session.user_id, Revoke::One(session.id), how).await?;
                     self.revoked_here(&ids, &how);

@@ -73,6 +73,10 @@ impl AuthError {
             Code::Unavailable | Code::DeadlineExceeded => {
                 AuthError::Upstream(Status::unavailable("users service unavailable"))
             }
+            // A connection lost mid-call is an outage too, not a fault.
+            Code::Unknown | Code::Cancelled if std::error::Error::source(&status).is_some() => {
+                AuthError::Upstream(Status::unavailable("users service unavailable"))
+            }
             _ => AuthError::Unexpected(anyhow::anyhow!(
                 "users service: {:?}: {}",
                 status.code(),

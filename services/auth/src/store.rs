@@ -311,6 +311,9 @@ pub trait AuthStore: Send + Sync + 'static {
         at: DateTime<Utc>,
         tokens_expire_at: DateTime<Utc>,
     ) -> anyhow::Result<Rotation>;
+    /// The user of the session a refresh token belongs to, spent or not;
+    /// nothing changes.
+    async fn refresh_owner(&self, presented: &[u8]) -> anyhow::Result<Option<Uuid>>;
     /// A session by id.
     async fn session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>>;
     /// A user's active sessions, newest first.
@@ -666,6 +669,17 @@ macro_rules! sql_auth_store {
                     enqueue(&mut *tx, event, at).await?;
                 }
                 tx.commit().await.context("commit")
+            }
+
+            async fn refresh_owner(&self, presented: &[u8]) -> anyhow::Result<Option<Uuid>> {
+                let owner: Option<(Uuid,)> = sqlx::query_as(
+                    "SELECT s.user_id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+                )
+                .bind(presented)
+                .fetch_optional(&self.pool)
+                .await
+                .context("finding a refresh token's user")?;
+                Ok(owner.map(|(user_id,)| user_id))
             }
 
             async fn rotate_refresh(

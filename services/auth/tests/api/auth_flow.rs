@@ -561,7 +561,40 @@ async fn logins_publish_their_audit_events(backend: TestBackend) {
     );
 }
 
+async fn a_refresh_during_a_users_outage_spends_nothing_and_its_retry_works(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    let tokens = stack.login("ada@example.com").await;
+    let mut auth = stack.auth.clone();
+    let refresh = RefreshRequest {
+        refresh_token: tokens.refresh_token.clone(),
+    };
+    stack.users_link.set_cut(true);
+    let failed = auth.refresh(refresh.clone()).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    stack.users_link.set_cut(false);
+    // The client retries the same token: no reuse, the session lives.
+    let mut retried = auth.refresh(refresh.clone()).await;
+    for _ in 0..50 {
+        if !matches!(&retried, Err(s) if s.code() == Code::Unavailable) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        retried = auth.refresh(refresh.clone()).await;
+    }
+    let next = retried.unwrap().into_inner();
+    assert_ne!(next.refresh_token, tokens.refresh_token);
+    auth.refresh(RefreshRequest {
+        refresh_token: next.refresh_token,
+    })
+    .await
+    .unwrap();
+}
+
 backend_tests!(
+    a_refresh_during_a_users_outage_spends_nothing_and_its_retry_works,
     rotated_keys_sign_new_tokens_while_old_tokens_still_verify,
     logins_publish_their_audit_events,
     a_failed_credential_write_undoes_the_new_account,

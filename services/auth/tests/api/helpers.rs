@@ -10,7 +10,7 @@ use fleet_kit::{
     clock::ManualClock,
     events::{EventPublisher, InProcessBus},
     revocation::RevokedSessions,
-    testing::{TestBackend, TestDatabase, database},
+    testing::{TcpRelay, TestBackend, TestDatabase, database},
     token::{GrpcKeySource, TokenSettings, TokenVerifier},
 };
 use fleet_proto::{
@@ -36,6 +36,8 @@ pub struct Stack {
     pub users_db: Db,
     /// The auth service's password-hashing pool.
     pub hashing: Arc<HashingPool>,
+    /// Auth's link to users, to cut for an outage.
+    pub users_link: TcpRelay,
     shutdown: CancellationToken,
     _databases: (TestDatabase, TestDatabase),
 }
@@ -99,6 +101,8 @@ impl Stack {
             verifier,
         };
         tokio::spawn(fleet_users::serve(users_deps, users_listener, shutdown.clone()));
+        let users_link = TcpRelay::start(&users_addr.to_string()).await;
+        let relayed: SocketAddr = ([127, 0, 0, 1], users_link.port).into();
         let hashing = HashingPool::start(&settings.hashing, Default::default()).unwrap();
         let auth_deps = fleet_auth::Deps {
             development: false,
@@ -108,7 +112,7 @@ impl Stack {
             clock: Arc::new(clock.clone()),
             tokens: TokenSettings::default(),
             settings,
-            users: lazy(users_addr),
+            users: lazy(relayed),
             revoked,
             sealing: Arc::new(SealingKey::from_base64(&SealingKey::generate_base64().unwrap()).unwrap()),
             metrics: Default::default(),
@@ -124,6 +128,7 @@ impl Stack {
             auth_db,
             users_db,
             hashing,
+            users_link,
             shutdown,
             _databases: (users_database, auth_database),
         })
