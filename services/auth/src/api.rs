@@ -254,6 +254,37 @@ impl AuthApi {
         Err(AuthError::Locked { retry_after: None })
     }
 
+    /// Counts a login to an email without an account under the password
+    /// policy, as an account's attempts are counted: a lockout then answers
+    /// alike whether the email exists or not.
+    async fn count_unknown(&self, email: &str) -> Result<(), AuthError> {
+        let key = Sha256::digest(email.trim().to_lowercase().as_bytes()).to_vec();
+        let now = self.clock.now();
+        // Idle counts are forgotten once no delay they set can still apply.
+        let forget_before = now - Duration::seconds(i64::from(self.lockout.max_delay_secs)) - Duration::days(1);
+        for _ in 0..MAX_ATTEMPT_RACES {
+            let (count, locked_until) = self.store.unknown_failures(&key).await?;
+            let counted = u32::try_from(count).unwrap_or(u32::MAX);
+            match self.lockout.decide(counted, locked_until, now) {
+                AttemptDecision::Locked { until } => {
+                    let retry_after = until.and_then(|u| (u - now).to_std().ok());
+                    return Err(AuthError::Locked { retry_after });
+                }
+                AttemptDecision::Allowed { failures, locks_until } => {
+                    let failures = i64::from(failures);
+                    if self
+                        .store
+                        .count_unknown_attempt(&key, count, failures, locks_until, now, forget_before)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(AuthError::Locked { retry_after: None })
+    }
+
     pub(crate) async fn emit_failure(
         &self,
         user_id: Uuid,
@@ -300,7 +331,9 @@ impl AuthApi {
             .await
             .map_err(AuthError::from_users)?
         else {
-            // Comparable work whether or not the email exists.
+            // Alike whether or not the email exists: counted and locked out
+            // the same way, and comparable work.
+            self.count_unknown(&req.email).await?;
             ticket.verify(&password, None).await?;
             return Err(AuthError::BadCredentials);
         };

@@ -296,6 +296,20 @@ pub trait AuthStore: Send + Sync + 'static {
         locked_until: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool>;
+    /// Failed logins to an email without an account (by its key): the
+    /// count and lock, as for an account.
+    async fn unknown_failures(&self, email_key: &[u8]) -> anyhow::Result<(i64, Option<DateTime<Utc>>)>;
+    /// Counts a login to an email without an account if its count is still
+    /// `expected` (a compare-and-set); forgets counts idle since `forget_before`.
+    async fn count_unknown_attempt(
+        &self,
+        email_key: &[u8],
+        expected: i64,
+        failures: i64,
+        locked_until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
     /// Clears failure counters and locks.
     async fn clear_failures(&self, user_id: Uuid, which: &[Counter], at: DateTime<Utc>) -> anyhow::Result<bool>;
     /// Writes events on their own.
@@ -635,6 +649,55 @@ macro_rules! sql_auth_store {
                 .execute(&self.pool)
                 .await
                 .context("counting a login attempt")?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn unknown_failures(&self, email_key: &[u8]) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
+                let row: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT failed_count, locked_until FROM unknown_login_failures WHERE email_key = $1",
+                )
+                .bind(email_key)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading unknown-email failures")?;
+                Ok(row.unwrap_or((0, None)))
+            }
+
+            async fn count_unknown_attempt(
+                &self,
+                email_key: &[u8],
+                expected: i64,
+                failures: i64,
+                locked_until: Option<DateTime<Utc>>,
+                at: DateTime<Utc>,
+                forget_before: DateTime<Utc>,
+            ) -> anyhow::Result<bool> {
+                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                sqlx::query(
+                    "DELETE FROM unknown_login_failures WHERE updated_at < $1 \
+                     AND (locked_until IS NULL OR locked_until < $1)",
+                )
+                .bind(forget_before)
+                .execute(&mut *tx)
+                .await
+                .context("forgetting idle unknown-email failures")?;
+                // A first failure inserts (or takes over a row counted back
+                // to zero); later ones move the count they read.
+                let sql = if expected == 0 {
+                    "INSERT INTO unknown_login_failures (email_key, failed_count, locked_until, updated_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (email_key) DO UPDATE SET failed_count = $2, locked_until = $3, updated_at = $4 \
+                     WHERE unknown_login_failures.failed_count = 0"
+                } else {
+                    "UPDATE unknown_login_failures SET failed_count = $2, locked_until = $3, updated_at = $4 \
+                     WHERE email_key = $1 AND failed_count = $5"
+                };
+                let mut query = sqlx::query(sql).bind(email_key).bind(failures).bind(locked_until).bind(at);
+                if expected != 0 {
+                    query = query.bind(expected);
+                }
+                let done = query.execute(&mut *tx).await.context("counting an unknown-email login")?;
+                tx.commit().await.context("commit")?;
                 Ok(done.rows_affected() == 1)
             }
 

@@ -170,6 +170,47 @@ async fn a_wrong_password_and_an_unknown_email_answer_alike(backend: TestBackend
     assert_eq!(wrong.details(), unknown.details());
 }
 
+async fn a_lockout_answers_alike_for_an_existing_account_and_an_unknown_email(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    stack.register("ada@example.com", "Ada").await;
+    // Every attempt answers the same for both, the sixth included (a lock).
+    for attempt in 1..=7 {
+        let known = stack.login_with("ada@example.com", "a wrong guess!").await.unwrap_err();
+        let unknown = stack
+            .login_with("Nobody@Example.com ", "a wrong guess!")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (known.code(), known.message(), known.metadata().get("retry-after")),
+            (unknown.code(), unknown.message(), unknown.metadata().get("retry-after")),
+            "attempt {attempt}"
+        );
+        let retry = |s: &tonic::Status| s.get_details_retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry(&known), retry(&unknown), "attempt {attempt}");
+        let expected = if attempt <= 5 {
+            Code::Unauthenticated
+        } else {
+            Code::ResourceExhausted
+        };
+        assert_eq!(known.code(), expected, "attempt {attempt}");
+    }
+    // The same email in another spelling shares the count.
+    let spelled = stack
+        .login_with("nobody@example.com", "a wrong guess!")
+        .await
+        .unwrap_err();
+    assert_eq!(spelled.code(), Code::ResourceExhausted);
+    // After the delay both are tried again.
+    stack.clock.advance(Duration::seconds(31));
+    let unknown = stack
+        .login_with("nobody@example.com", "a wrong guess!")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+}
+
 async fn the_failed_login_limit_holds_under_concurrent_attempts(backend: TestBackend) {
     let Some(stack) = Stack::start(backend).await else {
         return;
@@ -602,6 +643,7 @@ backend_tests!(
     duplicate_emails_in_any_case_already_exist,
     bad_input_is_invalid_argument_with_field_details,
     a_wrong_password_and_an_unknown_email_answer_alike,
+    a_lockout_answers_alike_for_an_existing_account_and_an_unknown_email,
     the_failed_login_limit_holds_under_concurrent_attempts,
     a_full_hashing_pool_refuses_at_once_and_counts_no_failure,
     changing_the_password_revokes_the_other_sessions,
