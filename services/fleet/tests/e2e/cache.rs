@@ -22,19 +22,19 @@ fn names(answer: &Answer) -> Vec<String> {
         .collect()
 }
 
-/// Waits until a gateway has applied the invalidations of a sign-up (the
-/// `users` tag and the user's own): a list answered before they arrive is
-/// rightly dropped when they do.
-async fn sign_up_applied(api: &Api<'_>) {
+/// Waits until a gateway has applied `n` tag invalidations (a sign-up or a
+/// change makes two: the `users` tag and the user's own): an answer stored
+/// before they arrive is rightly dropped when they do.
+async fn invalidations_applied(api: &Api<'_>, n: u64) {
     let started = Instant::now();
     loop {
         let health = api.call(Method::GET, "/health/cache", None, None).await;
-        if health.body["cache"]["invalidations"].as_u64().unwrap_or(0) >= 2 {
+        if health.body["cache"]["invalidations"].as_u64().unwrap_or(0) >= n {
             return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "the sign-up's events never reached the gateway: {}",
+            "the events never reached the gateway: {}",
             health.body
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -141,8 +141,8 @@ async fn two_gateways_share_redis_and_both_are_fresh_within_a_second_after_a_cha
     let two = Fleet::gateway_for(&one, &shared).await;
     let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
     let (_, ada) = a.signed_in("ada@example.com", "Ada").await;
-    sign_up_applied(&a).await;
-    sign_up_applied(&b).await;
+    invalidations_applied(&a, 2).await;
+    invalidations_applied(&b, 2).await;
 
     assert_eq!(
         list(&a, &ada).await.header("cache-status"),
@@ -205,35 +205,22 @@ async fn concurrent_misses_on_one_key_make_a_single_upstream_call() {
 }
 
 #[tokio::test]
-async fn the_cache_keys_on_the_callers_role_and_on_the_ids_in_the_path() {
+async fn a_templated_route_is_cached_per_id_in_its_path() {
+    // (Keys also hold the caller's role: see the gateway's unit tests. A token
+    // of an old role is revoked when the role changes, so the edge cannot
+    // show it for long.)
     let fleet = Fleet::start_with(&[("FLEET_GATEWAY__CACHE__ROUTES__/api/v1/users/{id}", "60")]).await;
     let api = Api::new(&fleet, Proto::Http2);
-    let (ada, ada_user) = api.signed_in("ada@example.com", "Ada").await;
+    let (ada, _) = api.signed_in("ada@example.com", "Ada").await;
     let (bob, _) = api.signed_in("bob@example.com", "Bob").await;
     assert!(fleet.command(&["user", "promote", "ada@example.com"]).status.success());
     let ada_admin = api.login("ada@example.com").await["access_token"]
         .as_str()
         .unwrap()
         .to_string();
+    // Two sign-ups and the promotion: nothing to drop what is stored below.
+    invalidations_applied(&api, 6).await;
 
-    // The admin's view holds every email; a user token of the same user,
-    // minted before the promotion, must not find it under its key.
-    let emails = |answer: &Answer| -> Vec<String> {
-        answer.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|u| u["email"].as_str().map(str::to_string))
-            .collect()
-    };
-    let admin_view = list(&api, &ada_admin).await;
-    assert_eq!(admin_view.header("cache-status"), Some("fleet; fwd=miss; stored"));
-    assert_eq!(emails(&admin_view).len(), 2, "{}", admin_view.body);
-    let user_view = list(&api, &ada_user).await;
-    assert_eq!(user_view.header("cache-status"), Some("fleet; fwd=miss; stored"));
-    assert_eq!(emails(&user_view), ["ada@example.com"], "{}", user_view.body);
-
-    // One templated route, two ids: two answers.
     let get = |id: &Value| {
         let path = format!("/api/v1/users/{}", id["id"].as_str().unwrap());
         let token = ada_admin.clone();
@@ -242,6 +229,7 @@ async fn the_cache_keys_on_the_callers_role_and_on_the_ids_in_the_path() {
     };
     let first = get(&bob).await;
     assert_eq!(first.header("cache-status"), Some("fleet; fwd=miss; stored"));
+    assert_eq!(first.body["email"], "bob@example.com");
     let second = get(&ada).await;
     assert_eq!(second.header("cache-status"), Some("fleet; fwd=miss; stored"));
     assert_eq!(second.body["email"], "ada@example.com");

@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/users/{id}"),
     ("patch", "/api/v1/users/{id}"),
     ("delete", "/api/v1/users/{id}"),
+    ("delete", "/api/v1/users/{id}/sessions"),
 ];
 
 #[tokio::test]
