@@ -1,7 +1,8 @@
 //! Signing keys and token issuance. Access tokens are Ed25519 JWTs with a
 //! `kid`; keys are persisted in the auth store and rotate: a new key signs
 //! from its creation on, and retired keys stay in the JWKS until every token
-//! they signed has expired.
+//! they signed has expired. Private keys are stored sealed with the MFA
+//! key (bound to their `kid`): a copy of the database cannot mint tokens.
 
 use std::sync::{Arc, RwLock};
 
@@ -19,7 +20,10 @@ use rand::{RngCore, rngs::OsRng};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::store::{AuthStore, SigningKeyRecord};
+use crate::{
+    mfa::sealing::{SealingKey, is_sealed},
+    store::{AuthStore, SigningKeyRecord},
+};
 
 /// Service tokens are minted per call and live briefly.
 const SERVICE_TOKEN_TTL_SECS: i64 = 300;
@@ -38,6 +42,7 @@ pub struct TokenIssuer {
     settings: TokenSettings,
     store: Arc<dyn AuthStore>,
     clock: SharedClock,
+    sealing: Arc<SealingKey>,
     /// Every key, in activation order.
     keys: RwLock<Vec<LoadedKey>>,
 }
@@ -50,17 +55,27 @@ impl std::fmt::Debug for TokenIssuer {
     }
 }
 
-/// A new key record, its private half PKCS#8-encoded.
-fn generate_key(created_at: DateTime<Utc>, active_from: DateTime<Utc>) -> anyhow::Result<SigningKeyRecord> {
+/// What a signing key's seal is bound to.
+fn seal_context(kid: &str) -> Vec<u8> {
+    format!("fleet-signing-key:{kid}").into_bytes()
+}
+
+/// A new key record, its private half PKCS#8-encoded and sealed.
+fn generate_key(
+    sealing: &SealingKey,
+    created_at: DateTime<Utc>,
+    active_from: DateTime<Utc>,
+) -> anyhow::Result<SigningKeyRecord> {
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let signing = SigningKey::from_bytes(&seed);
     let private = signing.to_pkcs8_der().context("encoding a signing key")?;
     let public = signing.verifying_key().to_bytes().to_vec();
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&public)[..12]);
+    let private_key = sealing.seal_bound(&seal_context(&kid), private.as_bytes())?;
     Ok(SigningKeyRecord {
         kid,
-        private_key: private.as_bytes().to_vec(),
+        private_key,
         public_key: public,
         created_at,
         active_from,
@@ -69,16 +84,25 @@ fn generate_key(created_at: DateTime<Utc>, active_from: DateTime<Utc>) -> anyhow
 
 impl TokenIssuer {
     /// Loads the keys, creating the first one (active at once) if there is none.
-    pub async fn load(store: Arc<dyn AuthStore>, settings: TokenSettings, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn load(
+        store: Arc<dyn AuthStore>,
+        settings: TokenSettings,
+        clock: SharedClock,
+        sealing: Arc<SealingKey>,
+    ) -> anyhow::Result<Self> {
         let issuer = Self {
             settings,
             store,
             clock,
+            sealing,
             keys: RwLock::new(Vec::new()),
         };
         if !issuer.reload().await? {
             let now = issuer.clock.now();
-            issuer.store.add_signing_key(&generate_key(now, now)?).await?;
+            issuer
+                .store
+                .add_signing_key(&generate_key(&issuer.sealing, now, now)?)
+                .await?;
             issuer.reload().await?;
             tracing::info!("created the first signing key");
         }
@@ -86,19 +110,30 @@ impl TokenIssuer {
     }
 
     /// Re-reads the keys (another replica may have rotated); false when
-    /// there are none.
+    /// there are none. A key stored in the clear (before keys were sealed)
+    /// or sealed with a previous MFA key is sealed anew with the current one.
     pub async fn reload(&self) -> anyhow::Result<bool> {
-        let keys: Vec<LoadedKey> = self
-            .store
-            .signing_keys()
-            .await?
-            .into_iter()
-            .map(|k| LoadedKey {
-                kid: k.kid,
-                key: EncodingKey::from_ed_der(&k.private_key),
-                active_from: k.active_from,
-            })
-            .collect();
+        let mut keys = Vec::new();
+        for record in self.store.signing_keys().await? {
+            let context = seal_context(&record.kid);
+            let (der, reseal) = if is_sealed(&record.private_key) {
+                self.sealing
+                    .open_bound(&context, &record.private_key)
+                    .with_context(|| format!("opening signing key {}", record.kid))?
+            } else {
+                (record.private_key.clone(), true)
+            };
+            if reseal {
+                let sealed = self.sealing.seal_bound(&context, &der)?;
+                self.store.reseal_signing_key(&record.kid, &sealed).await?;
+                tracing::info!(kid = record.kid, "sealed a signing key with the current MFA key");
+            }
+            keys.push(LoadedKey {
+                key: EncodingKey::from_ed_der(&der),
+                kid: record.kid,
+                active_from: record.active_from,
+            });
+        }
         let found = !keys.is_empty();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(found)
@@ -109,7 +144,7 @@ impl TokenIssuer {
     pub async fn rotate(&self) -> anyhow::Result<(String, DateTime<Utc>)> {
         let now = self.clock.now();
         let active_from = now + Duration::seconds(KEY_ACTIVATION_DELAY_SECS);
-        let record = generate_key(now, active_from)?;
+        let record = generate_key(&self.sealing, now, active_from)?;
         let kid = record.kid.clone();
         self.store.add_signing_key(&record).await?;
         self.reload().await?;

@@ -130,7 +130,15 @@ pub struct Auth {
 /// Assembles the service: loads (or creates) the signing key.
 pub async fn build(deps: &Deps) -> anyhow::Result<Auth> {
     let store = store::auth_store(&deps.db);
-    let issuer = Arc::new(TokenIssuer::load(store.clone(), deps.tokens.clone(), deps.clock.clone()).await?);
+    let issuer = Arc::new(
+        TokenIssuer::load(
+            store.clone(),
+            deps.tokens.clone(),
+            deps.clock.clone(),
+            deps.sealing.clone(),
+        )
+        .await?,
+    );
     let relay = OutboxRelay::new(&deps.db, deps.bus.clone(), deps.clock.clone());
     let directory = Arc::new(GrpcDirectory::new(deps.users.clone(), issuer.clone()));
     let verifier = Arc::new(

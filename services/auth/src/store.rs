@@ -348,6 +348,8 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRecord>>;
     /// Adds a signing key.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> anyhow::Result<()>;
+    /// Replaces a signing key's stored private half (sealed anew).
+    async fn reseal_signing_key(&self, kid: &str, private_key: &[u8]) -> anyhow::Result<()>;
 
     /// A user's TOTP factor.
     async fn totp(&self, user_id: Uuid) -> anyhow::Result<Option<TotpRecord>>;
@@ -882,6 +884,16 @@ macro_rules! sql_auth_store {
                     .fetch_all(&self.pool)
                     .await
                     .context("reading signing keys")
+            }
+
+            async fn reseal_signing_key(&self, kid: &str, private_key: &[u8]) -> anyhow::Result<()> {
+                sqlx::query("UPDATE signing_keys SET private_key = $2 WHERE kid = $1")
+                    .bind(kid)
+                    .bind(private_key)
+                    .execute(&self.pool)
+                    .await
+                    .context("resealing a signing key")?;
+                Ok(())
             }
 
             async fn add_signing_key(&self, key: &SigningKeyRecord) -> anyhow::Result<()> {

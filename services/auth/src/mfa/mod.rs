@@ -23,6 +23,9 @@ pub struct MfaSettings {
     /// Base64 of 32 random bytes; seals TOTP secrets and phones and keys the
     /// code hashes. Unset: a key file in the data directory (one host only).
     pub encryption_key: Secret,
+    /// Keys replaced by `encryption_key` (base64 each): they still open what
+    /// they sealed, which is sealed anew where it is read.
+    pub previous_encryption_keys: Vec<Secret>,
     /// The issuer shown in authenticator apps.
     pub issuer: String,
     /// How long the `mfa_token` of a login's first step lives, seconds.
@@ -38,6 +41,7 @@ impl Default for MfaSettings {
     fn default() -> Self {
         Self {
             encryption_key: Secret::default(),
+            previous_encryption_keys: Vec::new(),
             issuer: "Fleet".into(),
             challenge_ttl_secs: 300,
             lockout: LockoutPolicy {
@@ -54,10 +58,12 @@ impl Default for MfaSettings {
 impl MfaSettings {
     /// The configured key, or else the one in `key_file` (created if missing).
     pub fn sealing_key(&self, key_file: &Path) -> anyhow::Result<SealingKey> {
-        if self.encryption_key.expose().is_empty() {
-            SealingKey::load_or_create(key_file)
+        let key = if self.encryption_key.expose().is_empty() {
+            SealingKey::load_or_create(key_file)?
         } else {
-            SealingKey::from_base64(self.encryption_key.expose())
-        }
+            SealingKey::from_base64(self.encryption_key.expose())?
+        };
+        let previous: Vec<&str> = self.previous_encryption_keys.iter().map(Secret::expose).collect();
+        key.with_previous(&previous)
     }
 }

@@ -1,7 +1,9 @@
-//! The key that protects second factors at rest: TOTP secrets and phone
-//! numbers are sealed with AES-256-GCM (bound to their user), and one-time
-//! codes are kept only as keyed hashes (HMAC-SHA-256), so that a copy of the
-//! database alone yields neither secrets nor codes.
+//! The key that protects secrets at rest: TOTP secrets, phone numbers and
+//! the token signing keys are sealed with AES-256-GCM (bound to their user
+//! or `kid`), and one-time codes are kept only as keyed hashes
+//! (HMAC-SHA-256), so that a copy of the database alone yields neither
+//! secrets, codes nor the power to mint tokens. Previous keys, while a key
+//! is being rotated, still open what they sealed.
 
 use std::{fs, io::Write, path::Path};
 
@@ -19,9 +21,16 @@ pub const KEY_LEN: usize = 32;
 /// The version byte in front of every sealed value.
 const SEALED_V1: u8 = 1;
 
+/// Whether `value` is in the sealed format (a version byte first).
+pub fn is_sealed(value: &[u8]) -> bool {
+    value.first() == Some(&SEALED_V1)
+}
+
 /// Seals secrets and hashes codes.
 pub struct SealingKey {
     aead: LessSafeKey,
+    /// Keys of before a rotation: they open, never seal.
+    previous: Vec<LessSafeKey>,
     mac: hmac::Key,
     rng: SystemRandom,
 }
@@ -61,9 +70,20 @@ impl SealingKey {
             .map_err(|_| anyhow::anyhow!("building the sealing key"))?;
         Ok(Self {
             aead: LessSafeKey::new(aead),
+            previous: Vec::new(),
             mac: hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, b"hash")?),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Adds the keys of before a rotation (base64 each): what they sealed
+    /// still opens; everything new is sealed with this key.
+    pub fn with_previous(mut self, encoded: &[&str]) -> anyhow::Result<Self> {
+        for (i, key) in encoded.iter().enumerate() {
+            let old = Self::from_base64(key).with_context(|| format!("previous MFA key {i}"))?;
+            self.previous.push(old.aead);
+        }
+        Ok(self)
     }
 
     /// A key from its configured form: base64 of 32 bytes.
@@ -114,6 +134,16 @@ impl SealingKey {
 
     /// Encrypts `plain` for `user`: version, nonce, ciphertext and tag.
     pub fn seal(&self, user: Uuid, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.seal_bound(user.as_bytes(), plain)
+    }
+
+    /// Decrypts what [`Self::seal`] made for the same user.
+    pub fn open(&self, user: Uuid, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(self.open_bound(user.as_bytes(), sealed)?.0)
+    }
+
+    /// Encrypts `plain` bound to `context` (it opens only with the same).
+    pub fn seal_bound(&self, context: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
@@ -123,32 +153,32 @@ impl SealingKey {
         out.extend_from_slice(&nonce);
         let mut body = plain.to_vec();
         self.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(user.as_bytes()),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut body)
             .map_err(|_| anyhow::anyhow!("sealing a secret"))?;
         out.extend_from_slice(&body);
         Ok(out)
     }
 
-    /// Decrypts what [`Self::seal`] made for the same user.
-    pub fn open(&self, user: Uuid, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let Some((&SEALED_V1, rest)) = sealed.split_first() else {
+    /// Decrypts what [`Self::seal_bound`] made for the same context, with
+    /// this key or a previous one; says whether it was a previous one (the
+    /// value is then best sealed again).
+    pub fn open_bound(&self, context: &[u8], sealed: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
+        if !is_sealed(sealed) {
             bail!("unknown sealed-secret format");
-        };
+        }
+        let rest = &sealed[1..];
         if rest.len() < NONCE_LEN {
             bail!("sealed secret too short");
         }
         let (nonce, body) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
-        let mut body = body.to_vec();
-        let plain = self
-            .aead
-            .open_in_place(nonce, Aad::from(user.as_bytes()), &mut body)
-            .map_err(|_| anyhow::anyhow!("a sealed secret does not open with the configured MFA key"))?;
-        Ok(plain.to_vec())
+        for (i, key) in std::iter::once(&self.aead).chain(&self.previous).enumerate() {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
+            let mut body = body.to_vec();
+            if let Ok(plain) = key.open_in_place(nonce, Aad::from(context), &mut body) {
+                return Ok((plain.to_vec(), i > 0));
+            }
+        }
+        bail!("a sealed secret does not open with the configured MFA key (nor a previous one)")
     }
 
     /// The keyed hash of a one-time code of `user` for `purpose`.
@@ -183,6 +213,33 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(k.open(alice, &tampered).is_err());
         assert_ne!(k.seal(alice, b"secret").unwrap(), sealed, "fresh nonce each time");
+    }
+
+    #[test]
+    fn previous_keys_open_what_they_sealed_and_say_so() {
+        let (old, new) = (
+            SealingKey::generate_base64().unwrap(),
+            SealingKey::generate_base64().unwrap(),
+        );
+        let sealed = SealingKey::from_base64(&old)
+            .unwrap()
+            .seal_bound(b"k1", b"secret")
+            .unwrap();
+        let rotated = SealingKey::from_base64(&new).unwrap().with_previous(&[&old]).unwrap();
+        assert_eq!(rotated.open_bound(b"k1", &sealed).unwrap(), (b"secret".to_vec(), true));
+        let resealed = rotated.seal_bound(b"k1", b"secret").unwrap();
+        assert_eq!(
+            rotated.open_bound(b"k1", &resealed).unwrap(),
+            (b"secret".to_vec(), false)
+        );
+        assert!(rotated.open_bound(b"k2", &resealed).is_err(), "bound to its context");
+        assert!(
+            SealingKey::from_base64(&new)
+                .unwrap()
+                .open_bound(b"k1", &sealed)
+                .is_err()
+        );
+        assert!(!is_sealed(b"0\x82plain DER"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod auth_flow;
 mod helpers;
+mod keys;
 mod mfa;
 mod store;
 mod users_api;
