@@ -1,8 +1,11 @@
-//! What administrators do in auth. Rights come from the caller's record in
-//! the users service, read per call: a token's role claim is as old as the
-//! token, and a demoted admin must lose its rights at once.
+//! What administrators and the fleet's own verifiers ask of auth. Admin
+//! rights come from the caller's record in the users service, read per
+//! call: a token's role claim is as old as the token, and a demoted admin
+//! must lose its rights at once.
 
-use fleet_kit::{error::Violations, token::Identity};
+use chrono::Duration;
+use fleet_kit::{error::Violations, time::to_timestamp, token::Identity};
+use fleet_proto::auth::v1::{ListRevokedSessionsResponse, RevokedSession};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -46,5 +49,22 @@ impl AuthApi {
         )
         .await?;
         Ok(())
+    }
+}
+
+impl AuthApi {
+    /// Every session revoked whose access tokens may still be live.
+    pub async fn revoked_sessions(&self) -> Result<ListRevokedSessionsResponse, AuthError> {
+        let now = self.clock.now();
+        let ttl = Duration::seconds(i64::from(self.issuer.settings().access_ttl_secs));
+        let revoked = self.store.revoked_since(now - ttl).await?;
+        let sessions = revoked
+            .into_iter()
+            .map(|(id, at)| RevokedSession {
+                session_id: id.to_string(),
+                tokens_expire_at: Some(to_timestamp(self.access_expiry(at))),
+            })
+            .collect();
+        Ok(ListRevokedSessionsResponse { sessions })
     }
 }

@@ -18,10 +18,10 @@ use fleet_proto::{
     auth::v1::{
         BackupCodes, ChangePasswordRequest, ConfirmSmsRequest, ConfirmTotpRequest, DisableMfaRequest,
         EndUserSessionsRequest, EnrollSmsRequest, EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest,
-        GetMfaStatusRequest, Jwks, ListSessionsRequest, ListSessionsResponse, LoginMfaRequest, LoginRequest,
-        LoginResponse, LogoutRequest, MfaStatus, RefreshRequest, RegenerateBackupCodesRequest, RegisterRequest,
-        RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest, RotateSigningKeyResponse,
-        SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
+        GetMfaStatusRequest, Jwks, ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListSessionsRequest,
+        ListSessionsResponse, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatus, RefreshRequest,
+        RegenerateBackupCodesRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest,
+        RotateSigningKeyResponse, SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
     },
     events::v1::{Event, LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
     users::v1::User,
@@ -702,6 +702,13 @@ impl AuthService for AuthGrpc {
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(self.0.issuer.jwks().await.map_err(AuthError::from)?))
+    }
+
+    async fn list_revoked_sessions(
+        &self,
+        _request: Request<ListRevokedSessionsRequest>,
+    ) -> Result<Response<ListRevokedSessionsResponse>, Status> {
+        Ok(Response::new(self.0.revoked_sessions().await?))
     }
 
     async fn end_user_sessions(&self, request: Request<EndUserSessionsRequest>) -> Result<Response<()>, Status> {

@@ -60,6 +60,11 @@ fn seal_context(kid: &str) -> Vec<u8> {
     format!("fleet-signing-key:{kid}").into_bytes()
 }
 
+/// The PKCS#8 private key of a stored (sealed) signing key.
+pub fn open_signing_key(sealing: &SealingKey, kid: &str, stored: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(sealing.open_bound(&seal_context(kid), stored)?.0)
+}
+
 /// A new key record, its private half PKCS#8-encoded and sealed.
 fn generate_key(
     sealing: &SealingKey,

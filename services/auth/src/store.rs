@@ -328,6 +328,8 @@ pub trait AuthStore: Send + Sync + 'static {
     /// The user of the session a refresh token belongs to, spent or not;
     /// nothing changes.
     async fn refresh_owner(&self, presented: &[u8]) -> anyhow::Result<Option<Uuid>>;
+    /// Sessions revoked after `since`, with when they were revoked.
+    async fn revoked_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>>;
     /// A session by id.
     async fn session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>>;
     /// A user's active sessions, newest first.
@@ -734,6 +736,14 @@ macro_rules! sql_auth_store {
                     enqueue(&mut *tx, event, at).await?;
                 }
                 tx.commit().await.context("commit")
+            }
+
+            async fn revoked_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
+                sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at > $1")
+                    .bind(since)
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("reading revoked sessions")
             }
 
             async fn refresh_owner(&self, presented: &[u8]) -> anyhow::Result<Option<Uuid>> {

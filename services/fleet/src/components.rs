@@ -11,9 +11,10 @@ use fleet_kit::{
     metrics::DbConnections,
     probe::{AmqpProbe, PostgresProbe, Probe},
     process::ProcessMonitor,
-    revocation::RevokedSessions,
+    revocation::{GrpcRevocationSource, RevokedSessions},
     token::{GrpcKeySource, TokenVerifier},
 };
+use fleet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -96,11 +97,21 @@ async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListe
 /// Runs `components` in this process until `shutdown` is cancelled.
 pub async fn run(config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
     // Settings that cannot work are refused before anything starts.
+    if let [alone] = components
+        && config.amqp_url.is_none()
+    {
+        anyhow::bail!(
+            "fleet run --target {} needs amqp_url: without RabbitMQ no event (a logout, a revocation, a \
+             cache invalidation) reaches the other processes",
+            alone.name()
+        );
+    }
     if components.contains(&Component::Auth) {
         fleet_auth::mfa::sms::sender(&config.auth.settings.mfa.sms, config.development).context("configuration")?;
     }
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = InProcessBus::default();
+    let revoked = RevokedSessions::new();
     let publisher: Arc<dyn EventPublisher> = match &config.amqp_url {
         Some(url) => {
             let settings = AmqpSettings {
@@ -119,7 +130,10 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
             tokio::spawn(amqp::consume(
                 settings.clone(),
                 subscription,
-                Arc::new(ForwardToBus(bus.clone())),
+                Arc::new(Followers {
+                    bus: ForwardToBus(bus.clone()),
+                    revoked: revoked.clone(),
+                }),
                 Arc::new(RecentIds::new(10_000)),
                 shutdown.clone(),
             ));
@@ -127,8 +141,14 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         }
         None => Arc::new(bus.clone()),
     };
-    let revoked = RevokedSessions::new();
     let _revocations = revoked.follow(bus.subscribe(), clock.clone());
+    // Auth's durable list keeps the set whole across restarts and missed events.
+    let auth_client = AuthServiceClient::new(channel(&config.auth.service.url)?);
+    let _resync = revoked.keep_in_sync(
+        Arc::new(GrpcRevocationSource(auth_client)),
+        clock.clone(),
+        shutdown.clone(),
+    );
 
     let mut registry = prometheus_client::registry::Registry::default();
     fleet_kit::metrics::register_events(&mut registry);
@@ -229,6 +249,25 @@ pub async fn run(config: FleetConfig, components: &[Component], shutdown: Cancel
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// This process's followers of RabbitMQ events: the in-process bus, and
+/// the revoked sessions, which read auth's whole list again after a
+/// reconnection (a private queue loses what was published meanwhile).
+struct Followers {
+    bus: ForwardToBus,
+    revoked: RevokedSessions,
+}
+
+#[async_trait::async_trait]
+impl fleet_kit::amqp::EventHandler for Followers {
+    async fn handle(&self, event: &fleet_proto::events::v1::Event) -> Result<(), fleet_kit::amqp::HandleError> {
+        self.bus.handle(event).await
+    }
+
+    fn reconnected(&self) {
+        self.revoked.resync_now();
+    }
 }
 
 /// The gateway's wiring: upstream URLs, certificate, token settings. With no

@@ -11,10 +11,14 @@ use std::{
 /// Runs `fleet run` with `env` and expects it to stop at once with an error
 /// that mentions every one of `words`.
 fn refused(env: &[(&str, &str)], words: &[&str]) {
+    refused_with(&["run"], env, words);
+}
+
+fn refused_with(args: &[&str], env: &[(&str, &str)], words: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_fleet"));
     command
-        .arg("run")
+        .args(args)
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -60,4 +64,11 @@ fn the_log_sms_sender_is_refused_outside_development() {
         ],
         &["log", "development"],
     );
+}
+
+#[test]
+fn a_component_alone_without_rabbitmq_is_refused() {
+    for target in ["gateway", "auth", "users"] {
+        refused_with(&["run", "--target", target], &[], &["--target", target, "amqp_url"]);
+    }
 }

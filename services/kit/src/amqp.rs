@@ -188,6 +188,10 @@ pub enum HandleError {
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event; called at most once per event id that succeeds.
     async fn handle(&self, event: &Event) -> Result<(), HandleError>;
+
+    /// The consumer is consuming again after a disconnection: on a private
+    /// queue, what was published meanwhile is lost.
+    fn reconnected(&self) {}
 }
 
 /// Remembers processed event ids, so redeliveries are not processed twice.
@@ -263,6 +267,7 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut reconnect = false;
     while !shutdown.is_cancelled() {
         let run = consume_once(
             &settings,
@@ -270,7 +275,9 @@ pub async fn consume(
             handler.as_ref(),
             processed.as_ref(),
             &shutdown,
+            reconnect,
         );
+        reconnect = true;
         match run.await {
             Ok(()) => return,
             Err(err) => {
@@ -366,6 +373,7 @@ async fn consume_once(
     handler: &dyn EventHandler,
     processed: &dyn ProcessedEvents,
     shutdown: &CancellationToken,
+    reconnect: bool,
 ) -> anyhow::Result<()> {
     let connection = connect(settings).await?;
     let channel = connection.create_channel().await.context("opening a channel")?;
@@ -384,6 +392,9 @@ async fn consume_once(
         .await
         .context("starting to consume")?;
     tracing::info!(queue = sub.queue, "consuming events");
+    if reconnect {
+        handler.reconnected();
+    }
     let queue_label = crate::metrics::QueueLabels {
         queue: sub.queue.clone(),
     };

@@ -28,9 +28,11 @@ fn plain_h2() -> reqwest::Client {
     reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
 }
 
-fn wrong_login() -> LoginRequest {
+/// A wrong login, to another unknown email each time: no account's (nor
+/// email's) lockout gets in the way of counting the route's limit.
+fn wrong_login(i: usize) -> LoginRequest {
     LoginRequest {
-        email: "nobody@example.com".into(),
+        email: format!("nobody{i}@example.com"),
         password: "not the password".into(),
     }
 }
@@ -50,18 +52,18 @@ async fn grpc_logins_draw_from_the_rest_login_bucket() {
     let api = Api::new(&fleet, Proto::Http2);
     let mut auth = auth_through_gateway(&fleet).await;
     // The login route allows 10 a minute per IP: 5 over REST, 5 over gRPC.
-    for _ in 0..5 {
-        let body = json!({"email": "nobody@example.com", "password": "not the password"});
+    for i in 0..5 {
+        let body = json!({"email": format!("rest{i}@example.com"), "password": "not the password"});
         assert_eq!(
             api.call(Method::POST, "/api/v1/auth/login", None, Some(body))
                 .await
                 .status,
             401
         );
-        let err = auth.login(Request::new(wrong_login())).await.unwrap_err();
+        let err = auth.login(Request::new(wrong_login(i))).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     }
-    let refused = auth.login(Request::new(wrong_login())).await.unwrap_err();
+    let refused = auth.login(Request::new(wrong_login(5))).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     let retry_after: u64 = refused
         .metadata()
@@ -72,7 +74,7 @@ async fn grpc_logins_draw_from_the_rest_login_bucket() {
         .parse()
         .unwrap();
     assert!((1..=360).contains(&retry_after), "{retry_after}");
-    let body = json!({"email": "nobody@example.com", "password": "not the password"});
+    let body = json!({"email": "rest5@example.com", "password": "not the password"});
     assert_problem(
         &api.call(Method::POST, "/api/v1/auth/login", None, Some(body)).await,
         429,

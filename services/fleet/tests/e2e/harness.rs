@@ -73,6 +73,20 @@ fn free_port() -> u16 {
     }
 }
 
+/// RabbitMQ on an exchange of its own, unless `extra` names a broker: the
+/// settings every `--target` process needs.
+fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    if extra.iter().any(|(k, _)| *k == "FLEET_AMQP_URL") {
+        return Vec::new();
+    }
+    let exchange = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
+    vec![
+        ("FLEET_AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE".into(), format!("{exchange}.dead")),
+        ("FLEET_EVENTS__EXCHANGE".into(), exchange),
+    ]
+}
+
 /// Gateways that must share Redis state get a Redis deadline that a loaded
 /// test machine meets: at the default 250 ms a slow call falls back to the
 /// replica's own state, which is right in production and a false failure here.
@@ -99,7 +113,13 @@ impl Fleet {
     }
 
     /// A second gateway (`--target gateway`) in front of `front`'s services.
+    /// A component alone needs RabbitMQ: without an `FLEET_AMQP_URL` in
+    /// `extra`, it gets one, on an exchange of its own.
     pub async fn gateway_for(front: &Fleet, extra: &[(&str, &str)]) -> Fleet {
+        let events = events_env(extra);
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let extra = extra.as_slice();
         let cert = front.cert_path().display().to_string();
         let key = front.data_dir().join("tls/dev-key.pem").display().to_string();
         let mut env = vec![
@@ -121,6 +141,10 @@ impl Fleet {
     /// Users, auth and a gateway as three processes sharing `extra`; the
     /// gateway's certificate is made for the occasion.
     pub async fn split(extra: &[(&str, &str)]) -> Split {
+        let events = events_env(extra);
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let extra = extra.as_slice();
         let (auth_port, users_port) = (free_port(), free_port());
         let users = Self::launch(&["run", "--target", "users"], auth_port, users_port, None, extra).await;
         let auth = Self::launch(&["run", "--target", "auth"], auth_port, users_port, None, extra).await;

@@ -133,3 +133,36 @@ async fn a_disabled_user_is_refused_and_an_admin_can_end_every_session_of_a_user
         400,
     );
 }
+
+#[tokio::test]
+async fn a_gateway_started_after_a_logout_refuses_the_token() {
+    if !fleet_kit::testing::backend_available("RabbitMQ", "127.0.0.1:5672").await {
+        return;
+    }
+    let front = Fleet::start().await;
+    let api = Api::new(&front, Proto::Http2);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+            .await
+            .status,
+        204
+    );
+    // A gateway that never heard the event (as after a restart) reads auth's
+    // durable list of revocations when it starts.
+    let late = Fleet::gateway_for(&front, &[]).await;
+    let late_api = Api::new(&late, Proto::Http2);
+    let started = Instant::now();
+    loop {
+        let answer = late_api.call(Method::GET, "/api/v1/users/me", Some(&token), None).await;
+        if answer.status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the revoked token works: {}",
+            answer.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

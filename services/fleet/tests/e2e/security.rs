@@ -25,7 +25,7 @@ fn assert_security_headers(answer: &Answer) {
 }
 
 /// An access token for `sub` that expired an hour ago, signed with the
-/// fleet's real key (read from its store).
+/// fleet's real key (read from its store and opened with its MFA key).
 async fn expired_token(fleet: &Fleet, sub: &str) -> String {
     let url = format!("sqlite://{}", fleet.data_dir().join("auth.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -34,6 +34,9 @@ async fn expired_token(fleet: &Fleet, sub: &str) -> String {
             .fetch_one(&pool)
             .await
             .unwrap();
+    // Stored sealed: opened with the fleet's MFA key, as auth does.
+    let sealing = fleet_auth::SealingKey::load_or_create(&fleet.data_dir().join("mfa.key")).unwrap();
+    let der = fleet_auth::keys::open_signing_key(&sealing, &kid, &der).unwrap();
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some("at+jwt".into());
     header.kid = Some(kid);
