@@ -20,5 +20,6 @@ pub use server::{Deps, run};
 pub use settings::{GatewaySettings, HttpMode};
 pub mod cache;
 pub mod client_ip;
+pub mod forwarder;
 pub mod ratelimit;
 pub mod redis_link;

@@ -13,7 +13,7 @@ mod passthrough;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fleet_kit::{
-    grpc::CLIENT_IP_HEADER,
+    grpc::{CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER, FORWARDER_HEADER},
     process::ProcessMonitor,
     token::{Identity, TokenError, TokenVerifier, bearer},
 };
@@ -65,6 +65,8 @@ pub struct Gateway {
     pub process: Arc<ProcessMonitor>,
     /// `Strict-Transport-Security`, from the settings.
     pub hsts: HeaderValue,
+    /// The service token that vouches for forwarded client headers.
+    pub forwarder: Arc<crate::forwarder::Forwarder>,
 }
 
 /// Per-request state.
@@ -499,6 +501,10 @@ impl Gateway {
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let forwarder = self
+            .forwarder
+            .header()
+            .and_then(|v| v.to_str().ok().map(str::to_string));
         let pairs = [
             (
                 "authorization",
@@ -506,7 +512,11 @@ impl Gateway {
             ),
             (REQUEST_ID_HEADER, ctx.request_id.as_str()),
             (CLIENT_IP_HEADER, ip.as_str()),
-            ("user-agent", header_str(session, "user-agent").unwrap_or_default()),
+            (
+                CLIENT_USER_AGENT_HEADER,
+                header_str(session, "user-agent").unwrap_or_default(),
+            ),
+            (FORWARDER_HEADER, forwarder.as_deref().unwrap_or_default()),
         ];
         let service = route.rpc.parent_service().full_name().to_string();
         let grpc_path = route.grpc_path();
@@ -709,6 +719,16 @@ impl ProxyHttp for Gateway {
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         upstream.insert_header(CLIENT_IP_HEADER, ip)?;
+        // What the client sent under the gateway's own names never passes.
+        let agent = upstream.headers.get(header::USER_AGENT).cloned();
+        upstream.remove_header(CLIENT_USER_AGENT_HEADER);
+        upstream.remove_header(FORWARDER_HEADER);
+        if let Some(agent) = agent {
+            upstream.insert_header(CLIENT_USER_AGENT_HEADER, agent)?;
+        }
+        if let Some(forwarder) = self.forwarder.header() {
+            upstream.insert_header(FORWARDER_HEADER, forwarder)?;
+        }
         // The service continues the trace (replacing whatever the client sent).
         for (name, value) in fleet_kit::trace::headers_of(&ctx.span) {
             upstream.insert_header(name, value)?;

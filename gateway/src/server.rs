@@ -137,8 +137,14 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
         deps.clock.clone(),
     ));
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes, env!("CARGO_PKG_VERSION")))?;
+    let forwarder = Arc::new(crate::forwarder::Forwarder::new(
+        upstreams.clone(),
+        deps.tokens.service_secret.clone(),
+        deps.clock.clone(),
+    ));
     Ok(Gateway {
         routes,
+        forwarder,
         upstreams,
         verifier,
         settings: deps.settings.clone(),
@@ -185,6 +191,7 @@ impl BackgroundService for CacheInvalidation {
 pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gateway = gateway(&deps)?;
     let gateway_dependencies = gateway.dependencies.clone();
+    let renewal = crate::forwarder::Renewal(gateway.forwarder.clone());
     let invalidation = CacheInvalidation {
         cache: gateway.cache.clone(),
         events: std::sync::Mutex::new(deps.events.take()),
@@ -213,6 +220,7 @@ pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     server.add_service(service);
     server.add_service(background_service("cache invalidation", invalidation));
     server.add_service(background_service("dependency probes", Prober(gateway_dependencies)));
+    server.add_service(background_service("service token", renewal));
     tracing::info!(
         https = %deps.settings.https_listen,
         http = %deps.settings.http_listen,

@@ -5,7 +5,10 @@
 
 use chrono::Duration;
 use fleet_kit::{error::Violations, time::to_timestamp, token::Identity};
-use fleet_proto::auth::v1::{ListRevokedSessionsResponse, RevokedSession};
+use fleet_proto::auth::v1::{
+    IssueServiceTokenRequest, IssueServiceTokenResponse, ListRevokedSessionsResponse, RevokedSession,
+};
+use sha2::{Digest, Sha256};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -66,5 +69,30 @@ impl AuthApi {
             })
             .collect();
         Ok(ListRevokedSessionsResponse { sessions })
+    }
+}
+
+impl AuthApi {
+    /// A service token for a fleet component that holds the service secret.
+    pub fn issue_service_token(&self, req: &IssueServiceTokenRequest) -> Result<IssueServiceTokenResponse, AuthError> {
+        let name_ok =
+            (1..=32).contains(&req.name.len()) && req.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+        if !name_ok {
+            let mut v = Violations::new();
+            v.add("name", "must be 1 to 32 lower-case letters or dashes");
+            return Err(v.into());
+        }
+        // Digests compared: no timing tells how much of the secret was right.
+        let expected = Sha256::digest(self.issuer.settings().service_secret.expose().as_bytes());
+        let presented = Sha256::digest(req.secret.as_bytes());
+        if self.issuer.settings().service_secret.expose().is_empty() || expected != presented {
+            return Err(AuthError::Upstream(Status::permission_denied("wrong service secret")));
+        }
+        let token = self.issuer.service_token(&req.name)?;
+        let expires_at = self.clock.now() + Duration::seconds(crate::keys::SERVICE_TOKEN_TTL_SECS);
+        Ok(IssueServiceTokenResponse {
+            token,
+            expires_at: Some(to_timestamp(expires_at)),
+        })
     }
 }

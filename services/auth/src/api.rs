@@ -8,7 +8,7 @@ use fleet_kit::{
     SharedClock,
     error::Violations,
     events::new_event,
-    grpc::CLIENT_IP_HEADER,
+    grpc::{CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER},
     outbox::OutboxRelay,
     revocation::RevokedSessions,
     time::to_timestamp,
@@ -18,10 +18,11 @@ use fleet_proto::{
     auth::v1::{
         BackupCodes, ChangePasswordRequest, ConfirmSmsRequest, ConfirmTotpRequest, DisableMfaRequest,
         EndUserSessionsRequest, EnrollSmsRequest, EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest,
-        GetMfaStatusRequest, Jwks, ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListSessionsRequest,
-        ListSessionsResponse, LoginMfaRequest, LoginRequest, LoginResponse, LogoutRequest, MfaStatus, RefreshRequest,
-        RegenerateBackupCodesRequest, RegisterRequest, RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest,
-        RotateSigningKeyResponse, SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
+        GetMfaStatusRequest, IssueServiceTokenRequest, IssueServiceTokenResponse, Jwks, ListRevokedSessionsRequest,
+        ListRevokedSessionsResponse, ListSessionsRequest, ListSessionsResponse, LoginMfaRequest, LoginRequest,
+        LoginResponse, LogoutRequest, MfaStatus, RefreshRequest, RegenerateBackupCodesRequest, RegisterRequest,
+        RegisterResponse, RevokeSessionRequest, RotateSigningKeyRequest, RotateSigningKeyResponse,
+        SendLoginSmsCodeRequest, Session, auth_service_server::AuthService,
     },
     events::v1::{Event, LoginFailed, LoginSucceeded, SessionCreated, event::Payload},
     users::v1::User,
@@ -73,9 +74,11 @@ impl ClientInfo {
         let ip = header(CLIENT_IP_HEADER)
             .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
             .unwrap_or_default();
+        // Forwarded headers reach here only when a service vouched for them.
+        let user_agent = header(CLIENT_USER_AGENT_HEADER).or_else(|| header("user-agent"));
         Self {
             ip,
-            user_agent: header("user-agent").unwrap_or_default(),
+            user_agent: user_agent.unwrap_or_default(),
         }
     }
 }
@@ -702,6 +705,13 @@ impl AuthService for AuthGrpc {
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(self.0.issuer.jwks().await.map_err(AuthError::from)?))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        Ok(Response::new(self.0.issue_service_token(request.get_ref())?))
     }
 
     async fn list_revoked_sessions(

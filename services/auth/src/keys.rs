@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Service tokens are minted per call and live briefly.
-const SERVICE_TOKEN_TTL_SECS: i64 = 300;
+pub const SERVICE_TOKEN_TTL_SECS: i64 = 300;
 /// A rotated key signs only after this delay: longer than the interval at
 /// which verifiers may refetch the key set, so none meets an unknown `kid`.
 pub const KEY_ACTIVATION_DELAY_SECS: i64 = 60;

@@ -95,7 +95,12 @@ async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListe
 }
 
 /// Runs `components` in this process until `shutdown` is cancelled.
-pub async fn run(config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.tokens.service_secret = fleet_kit::secret::configured_or_file(
+        &config.tokens.service_secret,
+        &config.data_dir.join("service.key"),
+        "tokens.service_secret",
+    )?;
     // Settings that cannot work are refused before anything starts.
     if let [alone] = components
         && config.amqp_url.is_none()

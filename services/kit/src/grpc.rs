@@ -14,9 +14,14 @@ use tonic_health::ServingStatus;
 
 use crate::{layer::AuthLayer, observed::ObserveLayer, token::TokenVerifier};
 
-/// The metadata the gateway forwards the client's address in. Services trust
-/// it as they trust every caller inside the fleet.
+/// The metadata the gateway forwards the client's address in. Services keep
+/// it only when a service token vouches for it (see [`FORWARDER_HEADER`]).
 pub const CLIENT_IP_HEADER: &str = "x-fleet-client-ip";
+/// The client's user agent, as the gateway forwards it.
+pub const CLIENT_USER_AGENT_HEADER: &str = "x-fleet-client-user-agent";
+/// A service token (`Bearer …`) vouching for the forwarded client headers:
+/// without a valid one they are dropped before any handler sees them.
+pub const FORWARDER_HEADER: &str = "x-fleet-forwarder";
 
 /// The request id the gateway gives every request and forwards to services.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,6 +1,8 @@
 //! The tower layer that authenticates every gRPC request: a bearer token, when
 //! present, must verify, and its [`Identity`] joins the request's extensions;
 //! calls that need one ask for it with [`crate::token::require_identity`].
+//! The client address and user agent a forwarder sends are kept only when a
+//! service vouches for them (its own token, or one in [`FORWARDER_HEADER`]).
 
 use std::{
     future::Future,
@@ -12,7 +14,10 @@ use std::{
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::token::{TokenVerifier, bearer};
+use crate::{
+    grpc::{CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER, FORWARDER_HEADER},
+    token::{TokenVerifier, bearer},
+};
 
 /// Adds [`Authenticate`] around a service.
 #[derive(Debug, Clone)]
@@ -68,6 +73,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Box::pin(async move {
+            let vouched = forwarding_vouched(&verifier, request.headers()).await;
+            let headers = request.headers_mut();
+            if !vouched {
+                headers.remove(CLIENT_IP_HEADER);
+                headers.remove(CLIENT_USER_AGENT_HEADER);
+            }
+            headers.remove(FORWARDER_HEADER);
             let header = request.headers().get(http::header::AUTHORIZATION);
             if let Some(value) = header {
                 let Some(token) = value.to_str().ok().and_then(bearer) else {
@@ -87,4 +99,21 @@ where
             inner.call(request).await
         })
     }
+}
+
+/// Whether a service vouches for the forwarded client headers: the caller's
+/// own token is a service's, or [`FORWARDER_HEADER`] holds one.
+async fn forwarding_vouched(verifier: &TokenVerifier, headers: &http::HeaderMap) -> bool {
+    if !headers.contains_key(CLIENT_IP_HEADER) && !headers.contains_key(CLIENT_USER_AGENT_HEADER) {
+        return false;
+    }
+    for name in [FORWARDER_HEADER, http::header::AUTHORIZATION.as_str()] {
+        let token = headers.get(name).and_then(|v| v.to_str().ok()).and_then(bearer);
+        if let Some(token) = token
+            && verifier.verify(token).await.is_ok_and(|identity| identity.is_service())
+        {
+            return true;
+        }
+    }
+    false
 }

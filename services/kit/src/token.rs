@@ -39,6 +39,10 @@ pub struct TokenSettings {
     pub audience: String,
     /// Access-token lifetime, seconds.
     pub access_ttl_secs: u32,
+    /// What fleet components present to auth for a service token (the
+    /// gateway, to vouch for the client address it forwards). Unset: a
+    /// key in `<data_dir>/service.key`, good for one host only.
+    pub service_secret: crate::Secret,
 }
 
 impl Default for TokenSettings {
@@ -47,6 +51,7 @@ impl Default for TokenSettings {
             issuer: "fleet".into(),
             audience: "fleet-api".into(),
             access_ttl_secs: 900,
+            service_secret: crate::Secret::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! secrets, codes nor the power to mint tokens. Previous keys, while a key
 //! is being rotated, still open what they sealed.
 
-use std::{fs, io::Write, path::Path};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -106,30 +106,9 @@ impl SealingKey {
     /// The key kept in `path`, created (readable by its owner only) when the
     /// file does not exist yet. For single-host setups without a configured key.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
-        match fs::read_to_string(path) {
-            Ok(encoded) => Self::from_base64(&encoded).with_context(|| format!("reading {}", path.display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-                let encoded = Self::generate_base64()?;
-                let mut options = fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options
-                    .open(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(encoded.as_bytes())?;
-                file.sync_all()?;
-                tracing::warn!(
-                    path = %path.display(),
-                    "generated an MFA key for this host; configure auth.mfa.encryption_key for replicas"
-                );
-                Self::from_base64(&encoded)
-            }
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-        }
+        let key =
+            fleet_kit::secret::configured_or_file(&fleet_kit::Secret::default(), path, "auth.mfa.encryption_key")?;
+        Self::from_base64(key.expose()).with_context(|| format!("reading {}", path.display()))
     }
 
     /// Encrypts `plain` for `user`: version, nonce, ciphertext and tag.
@@ -272,7 +251,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 }

@@ -180,3 +180,73 @@ async fn made_up_http_methods_share_one_metric_label() {
     assert!(!metrics.contains("FROBNICATE"), "a made-up method became a label");
     assert!(metrics.contains(r#"method="OTHER""#), "{metrics}");
 }
+
+/// The caller's session as the session list shows it.
+async fn current_session(api: &Api<'_>, token: &str) -> serde_json::Value {
+    let listed = api.call(Method::GET, "/api/v1/auth/sessions", Some(token), None).await;
+    let items = listed.body["items"].as_array().cloned().unwrap_or_default();
+    items.into_iter().find(|s| s["current"] == true).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sessions_record_the_forwarded_client_and_direct_callers_cannot_forge_it() {
+    let fleet = Fleet::start_with(&[(
+        "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES",
+        "[\"127.0.0.1/32\", \"::1/128\"]",
+    )])
+    .await;
+    let api = Api::new(&fleet, Proto::Http1);
+    api.register("ada@example.com", "Ada").await;
+    let body = json!({"email": "ada@example.com", "password": crate::harness::PASSWORD});
+    // Through the gateway: the client's own address and user agent, once the
+    // gateway holds its service token (fetched as it starts).
+    let started = std::time::Instant::now();
+    let session = loop {
+        let login = api
+            .client
+            .post(fleet.url("/api/v1/auth/login"))
+            .header("user-agent", "FleetTest/1.0")
+            .header("x-forwarded-for", "203.0.113.7")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let token = crate::harness::answer(login).await.body["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let session = current_session(&api, &token).await;
+        if session["user_agent"] == "FleetTest/1.0" || started.elapsed() > std::time::Duration::from_secs(5) {
+            break session;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (session["ip"].as_str(), session["user_agent"].as_str()),
+        (Some("203.0.113.7"), Some("FleetTest/1.0")),
+        "{session}"
+    );
+
+    // Straight to auth, with the gateway's header names and a made-up voucher.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", fleet.service_ports()[0]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthServiceClient::new(channel);
+    let mut request = Request::new(LoginRequest {
+        email: "ada@example.com".into(),
+        password: crate::harness::PASSWORD.into(),
+    });
+    for (name, value) in [
+        ("x-fleet-client-ip", "198.51.100.66"),
+        ("x-fleet-client-user-agent", "Forged/1.0"),
+        ("x-fleet-forwarder", "Bearer not-a-service-token"),
+    ] {
+        request.metadata_mut().insert(name, value.parse().unwrap());
+    }
+    let token = auth.login(request).await.unwrap().into_inner().access_token;
+    let forged = current_session(&api, &token).await;
+    assert_eq!(forged["ip"], "127.0.0.1", "{forged}");
+    assert_ne!(forged["user_agent"], "Forged/1.0", "{forged}");
+}
