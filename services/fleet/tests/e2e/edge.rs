@@ -10,17 +10,12 @@ use serde_json::json;
 use tonic::{Code, Request, transport::Channel};
 
 use crate::{
-    grpc::{authed, through_gateway},
+    grpc::{authed, gateway_channel, through_gateway},
     harness::{Api, Fleet, Proto, assert_problem},
 };
 
 async fn auth_through_gateway(fleet: &Fleet) -> AuthServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AuthServiceClient::new(channel)
+    AuthServiceClient::new(gateway_channel(fleet).await)
 }
 
 /// HTTP/2 without TLS, as gRPC clients speak to the plain listener.

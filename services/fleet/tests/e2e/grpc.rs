@@ -6,14 +6,18 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 
 use crate::harness::{Api, Fleet, Proto};
 
-/// A users client on the gateway's plain listener (not the service's own port).
-pub(crate) async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
+/// A channel to the gateway's plain listener (not a service's own port).
+pub(crate) async fn gateway_channel(fleet: &Fleet) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{}", fleet.http))
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    UsersServiceClient::new(channel)
+        .unwrap()
+}
+
+/// A users client through the gateway.
+pub(crate) async fn through_gateway(fleet: &Fleet) -> UsersServiceClient<Channel> {
+    UsersServiceClient::new(gateway_channel(fleet).await)
 }
 
 pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {

@@ -36,6 +36,17 @@ async fn start(env: &[(String, String)]) -> Fleet {
     Fleet::start_with(&pairs).await
 }
 
+/// Limited, with loopback as the trusted proxy: the tests' own requests
+/// arrive as from a proxy.
+fn behind_loopback_proxy() -> Vec<(String, String)> {
+    let mut env = limited(None, &prefix());
+    env.push((
+        "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES".into(),
+        "[\"127.0.0.1/32\", \"::1/128\"]".into(),
+    ));
+    env
+}
+
 fn prefix() -> String {
     format!("fleet-test:{}:", uuid::Uuid::now_v7())
 }
@@ -146,12 +157,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     assert_limited(&jwks(&api, Some("198.51.100.1")).await, 20);
 
     // Trusted peer: every forwarded client has a bucket of its own.
-    let mut env = limited(None, &prefix());
-    env.push((
-        "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES".into(),
-        "[\"127.0.0.1/32\", \"::1/128\"]".into(),
-    ));
-    let fleet = start(&env).await;
+    let fleet = start(&behind_loopback_proxy()).await;
     let api = Api::new(&fleet, Proto::Http1);
     for i in 0..25 {
         let ok = jwks(&api, Some(&format!("203.0.113.{i}"))).await;
@@ -161,12 +167,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_a_client_cannot_pick_its_address_and_ipv6_counts_per_64() {
-    let mut env = limited(None, &prefix());
-    env.push((
-        "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES".into(),
-        "[\"127.0.0.1/32\", \"::1/128\"]".into(),
-    ));
-    let fleet = start(&env).await;
+    let fleet = start(&behind_loopback_proxy()).await;
     let api = Api::new(&fleet, Proto::Http1);
     // The proxy sets X-Forwarded-For (appending its line to the client's);
     // the client adds a Forwarded and a line of its own, new each time.
