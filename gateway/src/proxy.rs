@@ -414,8 +414,20 @@ impl Gateway {
         let (route, bindings) = match self.routes.find(&lookup_method, &path) {
             RouteMatch::Found(route, bindings) => (route, bindings),
             RouteMatch::MethodNotAllowed(allowed) => {
+                // What the path supports, HEAD with GET, and OPTIONS itself.
+                let mut methods: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                if allowed.contains(&Method::GET) {
+                    methods.push("HEAD");
+                }
+                methods.push("OPTIONS");
+                methods.sort_unstable();
+                let allow = methods.join(", ");
+                if lookup_method == Method::OPTIONS {
+                    ctx.endpoint = "options".into();
+                    let extra = [(header::ALLOW, text_value(allow)?)];
+                    return self.respond(session, ctx, 204, None, &extra, Bytes::new()).await;
+                }
                 ctx.endpoint = "method_not_allowed".into();
-                let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
                 let problem = Problem::new(
                     405,
                     "method_not_allowed",

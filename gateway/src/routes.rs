@@ -222,38 +222,33 @@ impl RouteTable {
         self.known.contains(path)
     }
 
-    /// Finds the route of a request. Where templates overlap, the one with
-    /// more literal segments wins (`/users/me` over `/users/{id}`).
+    /// Finds the route of a request. A path names the resource of the
+    /// templates that match it with the most literal segments (`/users/me`
+    /// over `/users/{id}`), whatever the method; the request's method must
+    /// be one of that resource's, or the answer is 405 with those.
     pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_> {
         let Some(rest) = path.strip_prefix('/') else {
             return RouteMatch::NotFound;
         };
-        // Split once; only the request's method is matched on the way to a
-        // route, the others only to name them in a 405.
         let parts: Vec<&str> = rest.split('/').collect();
-        let mut best: Option<(usize, &Route, Bindings)> = None;
-        for route in self.routes.iter().filter(|r| r.method == *method) {
-            let Some((literals, bindings)) = route.template.matches(&parts) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(score, _, _)| literals > *score) {
-                best = Some((literals, route, bindings));
-            }
-        }
-        if let Some((_, route, bindings)) = best {
-            return RouteMatch::Found(route, bindings);
-        }
-        let allowed: BTreeSet<String> = self
+        let mut matching: Vec<(usize, &Route, Bindings)> = self
             .routes
             .iter()
-            .filter(|r| r.template.matches(&parts).is_some())
-            .map(|r| r.method.to_string())
+            .filter_map(|route| {
+                let (literals, bindings) = route.template.matches(&parts)?;
+                Some((literals, route, bindings))
+            })
             .collect();
-        if allowed.is_empty() {
-            RouteMatch::NotFound
-        } else {
-            RouteMatch::MethodNotAllowed(allowed.iter().filter_map(|m| m.parse().ok()).collect())
+        let Some(most) = matching.iter().map(|(literals, _, _)| *literals).max() else {
+            return RouteMatch::NotFound;
+        };
+        matching.retain(|(literals, _, _)| *literals == most);
+        if let Some(found) = matching.iter().position(|(_, route, _)| route.method == *method) {
+            let (_, route, bindings) = matching.swap_remove(found);
+            return RouteMatch::Found(route, bindings);
         }
+        let allowed: BTreeSet<String> = matching.iter().map(|(_, r, _)| r.method.to_string()).collect();
+        RouteMatch::MethodNotAllowed(allowed.iter().filter_map(|m| m.parse().ok()).collect())
     }
 
     /// Every route, in declaration order.
@@ -341,6 +336,25 @@ mod tests {
     }
 
     #[test]
+    fn a_literal_segment_names_its_own_resource_for_every_method() {
+        let t = table();
+        match t.find(&Method::DELETE, "/api/v1/users/me") {
+            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, [Method::GET, Method::PATCH]),
+            other => panic!("DELETE /users/me must not reach delete-by-id: {other:?}"),
+        }
+        assert_eq!(
+            found(&t, Method::DELETE, "/api/v1/users/0190a1b2-0000-7000-8000-000000000000").0,
+            "DeleteUser"
+        );
+        match t.find(&Method::OPTIONS, "/api/v1/users/abc") {
+            RouteMatch::MethodNotAllowed(allowed) => {
+                assert_eq!(allowed, [Method::DELETE, Method::GET, Method::PATCH]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn routes_come_from_the_annotations() {
         let t = table();
         assert_eq!(found(&t, Method::GET, "/api/v1/users/me").0, "GetMe");
@@ -378,7 +392,7 @@ mod tests {
     fn wrong_methods_and_unknown_paths_are_told_apart() {
         let t = table();
         match t.find(&Method::PUT, "/api/v1/users/me") {
-            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, [Method::DELETE, Method::GET, Method::PATCH]),
+            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, [Method::GET, Method::PATCH]),
             other => panic!("{other:?}"),
         }
         assert!(matches!(t.find(&Method::GET, "/api/v1/nothing"), RouteMatch::NotFound));

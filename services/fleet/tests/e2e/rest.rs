@@ -249,3 +249,28 @@ async fn users_rows_work_over_http2() {
     let fleet = Fleet::start().await;
     users_rows(&Api::new(&fleet, Proto::Http2)).await;
 }
+
+#[tokio::test]
+async fn a_literal_segment_is_its_own_resource_and_options_lists_its_methods() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+
+    let options = api.call(Method::OPTIONS, "/api/v1/users/me", None, None).await;
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("allow"), Some("GET, HEAD, OPTIONS, PATCH"));
+    let by_id = api.call(Method::OPTIONS, "/api/v1/users/abc", None, None).await;
+    assert_eq!(by_id.header("allow"), Some("DELETE, GET, HEAD, OPTIONS, PATCH"));
+
+    // DELETE /users/me is not delete-by-id with "me" for an id.
+    let deleted = api.call(Method::DELETE, "/api/v1/users/me", Some(&token), None).await;
+    assert_problem(&deleted, 405);
+    assert_eq!(deleted.header("allow"), Some("GET, HEAD, OPTIONS, PATCH"));
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/users/me", Some(&token), None)
+            .await
+            .status,
+        200
+    );
+    assert_problem(&api.call(Method::OPTIONS, "/api/v1/nothing", None, None).await, 404);
+}
