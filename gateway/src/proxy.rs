@@ -114,6 +114,36 @@ fn new_request_id() -> String {
         .to_string()
 }
 
+/// The most of an unread request body an early answer waits to read.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+/// The longest an early answer waits for it.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Before an answer given without reading the whole body (413, 431, 429,
+/// 401 …): reads and drops the rest, within [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`], so that the client finishes sending and reads the
+/// answer. Clients that cannot read an answer while they upload (an HTTP/2
+/// stream reset, an HTTP/1.1 connection closed on unread data) see it then.
+async fn drain_unread_body(session: &mut Session) {
+    if session.is_body_empty() || session.is_body_done() {
+        return;
+    }
+    let declared = header_str(session, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_BYTES) {
+        return;
+    }
+    let drain = async {
+        let mut drained = 0usize;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            drained += chunk.len();
+            if drained > DRAIN_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -219,6 +249,7 @@ impl Gateway {
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
         let head_only = session.req_header().method == Method::HEAD || body.is_empty();
+        drain_unread_body(session).await;
         session.write_response_header(head(status, headers)?, head_only).await?;
         if !head_only {
             session.write_response_body(Some(body), true).await?;
