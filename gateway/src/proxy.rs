@@ -8,7 +8,9 @@ use std::{
     sync::Arc,
 };
 
+mod answers;
 mod passthrough;
+mod rest;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,16 +28,15 @@ use pingora::{
 use tracing::Instrument;
 
 use crate::{
-    cache::{CacheKey, Miss, ResponseCache},
+    cache::ResponseCache,
     client_ip::client_ip,
     health::Dependencies,
     metrics::GatewayMetrics,
-    problem::{self, Problem},
+    problem::Problem,
     ratelimit::{Decision, RateLimiter},
-    routes::{RouteMatch, RouteTable},
+    routes::RouteTable,
     settings::{GatewaySettings, HttpMode},
-    transcode,
-    upstream::{Upstreams, metadata},
+    upstream::Upstreams,
 };
 
 /// The request id header.
@@ -114,36 +115,6 @@ fn new_request_id() -> String {
         .to_string()
 }
 
-/// The most of an unread request body an early answer waits to read.
-const DRAIN_BYTES: usize = 8 * 1024 * 1024;
-/// The longest an early answer waits for it.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Before an answer given without reading the whole body (413, 431, 429,
-/// 401 …): reads and drops the rest, within [`DRAIN_BYTES`] and
-/// [`DRAIN_TIME`], so that the client finishes sending and reads the
-/// answer. Clients that cannot read an answer while they upload (an HTTP/2
-/// stream reset, an HTTP/1.1 connection closed on unread data) see it then.
-async fn drain_unread_body(session: &mut Session) {
-    if session.is_body_empty() || session.is_body_done() {
-        return;
-    }
-    let declared = header_str(session, "content-length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_BYTES) {
-        return;
-    }
-    let drain = async {
-        let mut drained = 0usize;
-        while let Ok(Some(chunk)) = session.read_request_body().await {
-            drained += chunk.len();
-            if drained > DRAIN_BYTES {
-                return;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-}
-
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -184,176 +155,6 @@ fn text_value(text: String) -> pingora::Result<HeaderValue> {
 }
 
 impl Gateway {
-    /// Adds the headers every answer carries.
-    fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestContext) {
-        if ctx.tls {
-            headers.insert(header::STRICT_TRANSPORT_SECURITY, self.hsts.clone());
-        }
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        );
-        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        // Request ids are checked (or made) to be header-safe.
-        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-            headers.insert(REQUEST_ID, id);
-        }
-        if let Some(rate) = &ctx.rate {
-            let (limit, window) = (rate.quota.limit, rate.quota.period_secs);
-            headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
-            headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
-            headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
-            let policy = format!("\"default\";q={limit};w={window}");
-            let state = format!("\"default\";r={};t={}", rate.remaining, rate.reset_secs);
-            for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    headers.insert(name, value);
-                }
-            }
-        }
-        if let Some(origin) = &ctx.cors_origin
-            && let Ok(origin) = HeaderValue::from_str(origin)
-        {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("x-request-id, retry-after, www-authenticate"),
-            );
-        }
-    }
-
-    async fn respond(
-        &self,
-        session: &mut Session,
-        ctx: &RequestContext,
-        status: u16,
-        content_type: Option<&'static str>,
-        extra: &[(HeaderName, HeaderValue)],
-        body: Bytes,
-    ) -> Answer {
-        let mut headers = HeaderMap::with_capacity(16);
-        self.decorate(&mut headers, ctx);
-        if let Some(ct) = content_type {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        }
-        if status != 204 && status != 304 {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        for (name, value) in extra {
-            headers.insert(name.clone(), value.clone());
-        }
-        headers
-            .entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
-        let head_only = session.req_header().method == Method::HEAD || body.is_empty();
-        drain_unread_body(session).await;
-        session.write_response_header(head(status, headers)?, head_only).await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(true)
-    }
-
-    async fn problem(&self, session: &mut Session, ctx: &mut RequestContext, problem: &Problem) -> Answer {
-        ctx.failure
-            .get_or_insert_with(|| format!("{}: {}", problem.code, problem.detail));
-        let mut extra = Vec::new();
-        if problem.status == 401 {
-            let error = if ctx.identity.is_none() && header_str(session, "authorization").is_some() {
-                r#"Bearer error="invalid_token""#
-            } else {
-                "Bearer"
-            };
-            extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static(error)));
-        }
-        if let Some(secs) = problem.retry_after {
-            extra.push((header::RETRY_AFTER, HeaderValue::from(secs)));
-        }
-        let body = Bytes::from(problem.to_json(&ctx.request_id));
-        self.respond(session, ctx, problem.status, Some(problem::CONTENT_TYPE), &extra, body)
-            .await
-    }
-
-    async fn json(&self, session: &mut Session, ctx: &RequestContext, status: u16, body: Vec<u8>) -> Answer {
-        self.respond(session, ctx, status, Some("application/json"), &[], Bytes::from(body))
-            .await
-    }
-
-    async fn redirect_to_https(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
-        let host = header_str(session, "host")
-            .map(str::to_string)
-            .or_else(|| session.req_header().uri.host().map(str::to_string));
-        let Some(host) = host else {
-            return self
-                .problem(
-                    session,
-                    ctx,
-                    &Problem::new(400, "missing_host", "a Host header is required"),
-                )
-                .await;
-        };
-        let Ok(authority) = host.parse::<http::uri::Authority>() else {
-            return self
-                .problem(
-                    session,
-                    ctx,
-                    &Problem::new(400, "invalid_host", "the Host header is not valid"),
-                )
-                .await;
-        };
-        let bare = authority.host().to_string();
-        let port = self
-            .settings
-            .public_https_port
-            .unwrap_or(self.settings.https_listen.port());
-        let authority = if port == 443 { bare } else { format!("{bare}:{port}") };
-        let path = session
-            .req_header()
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let location = text_value(format!("https://{authority}{path}"))?;
-        self.respond(session, ctx, 308, None, &[(header::LOCATION, location)], Bytes::new())
-            .await
-    }
-
-    fn allowed_origin(&self, session: &Session) -> Option<String> {
-        let origin = header_str(session, "origin")?;
-        self.settings
-            .cors
-            .allowed_origins
-            .iter()
-            .any(|o| o == origin)
-            .then(|| origin.to_string())
-    }
-
-    async fn preflight(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
-        if ctx.cors_origin.is_none() {
-            return self
-                .problem(session, ctx, &Problem::new(403, "cors_denied", "origin not allowed"))
-                .await;
-        }
-        let extra = [
-            (
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
-            ),
-            (
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-request-id"),
-            ),
-            (
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from(self.settings.cors.max_age_secs),
-            ),
-        ];
-        self.respond(session, ctx, 204, None, &extra, Bytes::new()).await
-    }
-
     /// Verifies the bearer token, if any; `Err` with the problem to answer.
     async fn authenticate(&self, session: &Session, ctx: &mut RequestContext) -> Result<(), Problem> {
         let Some(value) = session.req_header().headers.get(header::AUTHORIZATION) else {
@@ -398,35 +199,6 @@ impl Gateway {
         Err(problem)
     }
 
-    /// Reads the whole body, refusing more than the limit.
-    async fn read_body(&self, session: &mut Session) -> Result<Vec<u8>, Problem> {
-        let limit = self.settings.max_body_bytes;
-        let too_large = || {
-            Problem::new(
-                413,
-                "payload_too_large",
-                format!("the request body exceeds {limit} bytes"),
-            )
-        };
-        let declared = header_str(session, "content-length").and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(_) => return Err(Problem::new(400, "invalid_body", "the request body could not be read")),
-            }
-        }
-    }
-
     fn headers_too_large(&self, session: &Session) -> bool {
         let total: usize = session
             .req_header()
@@ -435,199 +207,6 @@ impl Gateway {
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
         total > self.settings.max_header_bytes
-    }
-
-    async fn rest(&self, session: &mut Session, ctx: &mut RequestContext) -> Answer {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        let query = session.req_header().uri.query().map(str::to_string);
-        let lookup_method = if method == Method::HEAD { Method::GET } else { method };
-        let (route, bindings) = match self.routes.find(&lookup_method, &path) {
-            RouteMatch::Found(route, bindings) => (route, bindings),
-            RouteMatch::MethodNotAllowed(allowed) => {
-                // What the path supports, HEAD with GET, and OPTIONS itself.
-                let mut methods: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-                if allowed.contains(&Method::GET) {
-                    methods.push("HEAD");
-                }
-                methods.push("OPTIONS");
-                methods.sort_unstable();
-                let allow = methods.join(", ");
-                if lookup_method == Method::OPTIONS {
-                    ctx.endpoint = "options".into();
-                    let extra = [(header::ALLOW, text_value(allow)?)];
-                    return self.respond(session, ctx, 204, None, &extra, Bytes::new()).await;
-                }
-                ctx.endpoint = "method_not_allowed".into();
-                let problem = Problem::new(
-                    405,
-                    "method_not_allowed",
-                    format!("{lookup_method} is not allowed here"),
-                );
-                let body = Bytes::from(problem.to_json(&ctx.request_id));
-                let extra = [(header::ALLOW, text_value(allow)?)];
-                return self
-                    .respond(session, ctx, 405, Some(problem::CONTENT_TYPE), &extra, body)
-                    .await;
-            }
-            RouteMatch::NotFound => {
-                ctx.endpoint = "unknown".into();
-                return self
-                    .problem(session, ctx, &Problem::new(404, "not_found", "no such route"))
-                    .await;
-            }
-        };
-        ctx.endpoint = route.template.as_str().to_string();
-        ctx.span.record("route", ctx.endpoint.as_str());
-        let authenticated = self.authenticate(session, ctx).await;
-        if let Err(problem) = self.limit(ctx, route.template.as_str()).await {
-            return self.problem(session, ctx, &problem).await;
-        }
-        if let Err(problem) = authenticated {
-            return self.problem(session, ctx, &problem).await;
-        }
-        let body = match self.read_body(session).await {
-            Ok(body) => body,
-            Err(problem) => return self.problem(session, ctx, &problem).await,
-        };
-        // Cacheable GETs: answer from the cache, or let one request per key
-        // through to the service while the others wait for its answer.
-        let user = ctx
-            .identity
-            .as_ref()
-            .and_then(Identity::user_id)
-            .map(|id| id.to_string());
-        let cache_key = match (&ctx.identity, lookup_method == Method::GET) {
-            (Some(identity), true) => self.cache.key(
-                route.template.as_str(),
-                &path,
-                query.as_deref(),
-                user.as_deref(),
-                &identity.role,
-            ),
-            _ => None,
-        };
-        let bypass = header_str(session, "cache-control").is_some_and(|v| v.contains("no-cache"));
-        // A hit takes no lock; a miss takes the key's lock, looks again (the
-        // request it waited for may have filled it), and keeps the lock
-        // until its own answer is stored.
-        let mut in_flight = None;
-        let (cached, miss) = match (&cache_key, bypass) {
-            (Some(key), false) => {
-                let mut found = self.cache.get(key).await;
-                if found.is_err() {
-                    in_flight = Some(self.cache.flight(key).lock_owned().await);
-                    found = self.cache.get(key).await;
-                }
-                self.cache.record(found.is_ok());
-                self.metrics.cache_lookup(route.template.as_str(), found.is_ok());
-                match found {
-                    Ok(hit) => (Some(hit), None),
-                    Err(miss) => (None, Some(miss)),
-                }
-            }
-            (Some(key), true) => (None, Some(self.cache.bypass(key).await)),
-            _ => (None, None),
-        };
-        if let Some(hit) = cached {
-            drop(in_flight);
-            let status = text_value(format!("fleet; hit; ttl={}", hit.ttl_secs))?;
-            let extra = [(CACHE_STATUS, status)];
-            return self
-                .respond(session, ctx, 200, Some("application/json"), &extra, hit.body)
-                .await;
-        }
-        // A request that cannot be transcoded is never stored, so a hit
-        // above never skips this check.
-        let message = match transcode::request_message(route, &bindings, query.as_deref(), &body) {
-            Ok(message) => message,
-            Err(problem) => return self.problem(session, ctx, &problem).await,
-        };
-        let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let forwarder = self
-            .forwarder
-            .header()
-            .and_then(|v| v.to_str().ok().map(str::to_string));
-        let pairs = [
-            (
-                "authorization",
-                header_str(session, "authorization").unwrap_or_default(),
-            ),
-            (REQUEST_ID_HEADER, ctx.request_id.as_str()),
-            (CLIENT_IP_HEADER, ip.as_str()),
-            (
-                CLIENT_USER_AGENT_HEADER,
-                header_str(session, "user-agent").unwrap_or_default(),
-            ),
-            (FORWARDER_HEADER, forwarder.as_deref().unwrap_or_default()),
-        ];
-        let service = route.rpc.parent_service().full_name().to_string();
-        let grpc_path = route.grpc_path();
-        let call = tracing::info_span!(
-            parent: &ctx.span,
-            "upstream",
-            otel.name = grpc_path.trim_start_matches('/'),
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = route.rpc.name(),
-        );
-        let answer = self
-            .upstreams
-            .unary(
-                &service,
-                &grpc_path,
-                message,
-                route.rpc.output(),
-                metadata(&pairs),
-                self.settings.timeout_for(route.template.as_str()),
-            )
-            .instrument(call)
-            .await;
-        match answer {
-            Ok(_) if transcode::is_empty_message(&route.rpc.output()) => {
-                self.respond(session, ctx, 204, None, &[], Bytes::new()).await
-            }
-            Ok(answer) => match transcode::response_json(&answer) {
-                Ok(json) => match (&cache_key, miss) {
-                    (Some(key), Some(miss)) if route.success_status == 200 => {
-                        self.store_and_respond(session, ctx, (key, &miss), json, bypass, in_flight)
-                            .await
-                    }
-                    _ => self.json(session, ctx, route.success_status, json).await,
-                },
-                Err(err) => {
-                    ctx.failure = Some(format!("encoding the answer of {grpc_path}: {err}"));
-                    self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
-                        .await
-                }
-            },
-            Err(status) => {
-                let code = crate::problem::http_status(status.code()).1.to_string();
-                let labels = crate::metrics::UpstreamLabels { service, code };
-                self.metrics.upstream_errors.get_or_create(&labels).inc();
-                ctx.failure = Some(format!("{grpc_path}: {}", crate::upstream::describe(&status)));
-                self.problem(session, ctx, &Problem::from_status(&status)).await
-            }
-        }
-    }
-
-    async fn store_and_respond(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-        (key, miss): (&CacheKey, &Miss),
-        json: Vec<u8>,
-        bypass: bool,
-        in_flight: Option<tokio::sync::OwnedMutexGuard<()>>,
-    ) -> Answer {
-        let body = Bytes::from(json);
-        self.cache.put(key, miss, body.clone()).await;
-        drop(in_flight);
-        let fwd = if bypass { "request" } else { "miss" };
-        let extra = [(CACHE_STATUS, text_value(format!("fleet; fwd={fwd}; stored"))?)];
-        self.respond(session, ctx, 200, Some("application/json"), &extra, body)
-            .await
     }
 
     /// Routes a request: redirect, limits on headers, gRPC pass-through,
