@@ -156,10 +156,8 @@ impl Gateway {
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let forwarder = self
-            .forwarder
-            .header()
-            .and_then(|v| v.to_str().ok().map(str::to_string));
+        let forwarder = self.forwarder.header();
+        let forwarder = forwarder.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
         let pairs = [
             (
                 "authorization",
@@ -171,7 +169,7 @@ impl Gateway {
                 CLIENT_USER_AGENT_HEADER,
                 header_str(session, "user-agent").unwrap_or_default(),
             ),
-            (FORWARDER_HEADER, forwarder.as_deref().unwrap_or_default()),
+            (FORWARDER_HEADER, forwarder),
         ];
         let service = route.rpc.parent_service().full_name().to_string();
         let grpc_path = route.grpc_path();

@@ -12,7 +12,11 @@ use sha2::{Digest, Sha256};
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::{api::AuthApi, error::AuthError, store::RevokeReason};
+use crate::{
+    api::AuthApi,
+    error::AuthError,
+    store::{Revoke, RevokeReason},
+};
 
 impl AuthApi {
     /// Succeeds when the caller is a service, or a user who is an active
@@ -44,13 +48,8 @@ impl AuthApi {
         if exists.is_none() {
             return Err(AuthError::Upstream(Status::not_found("user not found")));
         }
-        let now = self.clock.now();
-        self.end_sessions(
-            target,
-            now + chrono::Duration::microseconds(1),
-            RevokeReason::EndedByAdmin,
-        )
-        .await?;
+        self.end_sessions(target, Revoke::AllExcept(None), RevokeReason::EndedByAdmin)
+            .await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod admin;
 pub mod api;
 pub mod directory;
 pub mod error;
+pub mod grpc;
 pub mod hashing;
 pub mod keys;
 pub mod lockout;
@@ -40,7 +41,8 @@ use tonic::{service::Routes, transport::Channel};
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use api::{AuthApi, AuthGrpc};
+pub use api::AuthApi;
+pub use grpc::AuthGrpc;
 pub use hashing::{HashingPool, HashingSettings};
 pub use keys::TokenIssuer;
 pub use lockout::LockoutPolicy;
@@ -49,7 +51,10 @@ pub use mfa::{MfaSettings, SealingKey};
 
 use crate::mfa::totp::TotpParams;
 
-use crate::{directory::GrpcDirectory, store::RevokeReason};
+use crate::{
+    directory::GrpcDirectory,
+    store::{Revoke, RevokeReason},
+};
 
 /// The gRPC service name, as health and reflection report it.
 pub const SERVICE_NAME: &str = "fleet.auth.v1.AuthService";
@@ -231,7 +236,7 @@ async fn follow_accounts(api: Arc<AuthApi>, mut events: broadcast::Receiver<Arc<
                             .as_ref()
                             .and_then(fleet_kit::time::from_timestamp)
                             .unwrap_or_else(|| api.clock.now());
-                        api.end_sessions(user_id, changed_at, RevokeReason::AccountChanged)
+                        api.end_sessions(user_id, Revoke::StartedBefore(changed_at), RevokeReason::AccountChanged)
                             .instrument(span)
                             .await
                             .map(drop)

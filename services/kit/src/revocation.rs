@@ -135,8 +135,11 @@ impl RevokedSessions {
     pub async fn sync(&self, source: &dyn RevocationSource, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let revoked = source.revoked().await?;
         let count = revoked.len();
-        for (session, until) in revoked {
-            self.revoke(session, until, now);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, expiry| *expiry > now);
+        for (session, until) in revoked.into_iter().filter(|(_, until)| *until > now) {
+            let entry = map.entry(session).or_insert(until);
+            *entry = (*entry).max(until);
         }
         Ok(count)
     }

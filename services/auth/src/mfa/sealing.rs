@@ -96,11 +96,7 @@ impl SealingKey {
 
     /// A fresh random key, in its configured form.
     pub fn generate_base64() -> anyhow::Result<String> {
-        let mut material = [0u8; KEY_LEN];
-        SystemRandom::new()
-            .fill(&mut material)
-            .map_err(|_| anyhow::anyhow!("no randomness"))?;
-        Ok(STANDARD.encode(material))
+        Ok(fleet_kit::secret::generate_key_base64())
     }
 
     /// The key kept in `path`, created (readable by its owner only) when the
