@@ -25,9 +25,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Encoded by protox itself: going through prost_types would drop the
     // custom options (google.api.http) the gateway routes by.
     std::fs::write(out.join("fleet_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    // Type names let the validating codec find a message's rules by name.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .codec_path("crate::codec::ValidatingCodec")
+        .compile_fds_with_config(compiler.file_descriptor_set(), config)?;
     Ok(())
 }

@@ -1,12 +1,32 @@
 //! The OpenAPI 3.1 document, generated from the same descriptor set and
-//! route table the gateway serves.
+//! route table the gateway serves. What the services enforce is what it
+//! says: field rules (`fleet.api.v1.rules`) become lengths, formats,
+//! patterns, enums and required lists; answers list every field, nullable
+//! where it has presence; each operation names its security, its problem
+//! answers and the operations its answer feeds (`fleet.api.v1.links`).
 
 use std::collections::BTreeMap;
 
-use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use fleet_proto::{
+    api::v1::Link,
+    rules::{self, FieldRules},
+};
+use prost::Message;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value as Reflected};
 use serde_json::{Value, json};
 
 use crate::routes::{BodySpec, RouteTable};
+
+/// The problem statuses every operation may answer besides its success.
+const PROBLEM_STATUSES: &[&str] = &["400", "401", "403", "404", "409", "413", "429", "500", "503", "504"];
+
+/// Which way a message travels: requests are described by their rules,
+/// answers by the transcoder's promise that every field is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Answer,
+}
 
 /// The document for `routes`.
 pub fn document(routes: &RouteTable, version: &str) -> Value {
@@ -21,7 +41,7 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
             .map(|name| {
                 let schema = input
                     .get_field_by_name(name)
-                    .map_or(json!({"type": "string"}), |f| scalar_schema(&f));
+                    .map_or(json!({"type": "string"}), |f| constrained(&f, scalar_schema(&f)));
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();
@@ -36,39 +56,50 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
                 parameters.push(json!({
                     "name": field.name(),
                     "in": "query",
-                    "required": false,
-                    "schema": scalar_schema(&field),
+                    "required": rules::of(&field).is_some_and(|r| r.required),
+                    "schema": constrained(&field, scalar_schema(&field)),
                 }));
             }
         }
+        let anonymous = method_flag(&route.rpc, "fleet.api.v1.anonymous");
         let mut operation = json!({
             "operationId": route.rpc.name(),
             "tags": [route.rpc.parent_service().name()],
-            "summary": format!("{}", route.rpc.full_name()),
+            "summary": route.rpc.full_name(),
             "parameters": parameters,
-            "responses": {},
+            "security": if anonymous { json!([]) } else { json!([{"bearer": []}]) },
         });
         if route.body == BodySpec::Whole {
-            collect(&input, &mut schemas);
+            collect(&input, Direction::Request, &mut schemas);
             operation["requestBody"] = json!({
                 "required": true,
                 "content": {"application/json": {"schema": reference(&input)}},
             });
         }
-        let responses = &mut operation["responses"];
-        if crate::transcode::is_empty_message(&output) {
-            responses["204"] = json!({"description": "Done"});
+        let mut responses = serde_json::Map::new();
+        let mut success = if crate::transcode::is_empty_message(&output) {
+            json!({"description": "Done"})
         } else {
-            collect(&output, &mut schemas);
-            responses[route.success_status.to_string()] = json!({
+            collect(&output, Direction::Answer, &mut schemas);
+            json!({
                 "description": "Success",
                 "content": {"application/json": {"schema": reference(&output)}},
-            });
+            })
+        };
+        let links = links(&route.rpc);
+        if !links.is_empty() {
+            success["links"] = Value::Object(links);
         }
-        responses["default"] = json!({
-            "description": "An error (RFC 9457)",
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        });
+        let status = if crate::transcode::is_empty_message(&output) {
+            204
+        } else {
+            route.success_status
+        };
+        responses.insert(status.to_string(), success);
+        for status in PROBLEM_STATUSES.iter().chain(&["default"]) {
+            responses.insert((*status).to_string(), json!({"$ref": "#/components/responses/Problem"}));
+        }
+        operation["responses"] = Value::Object(responses);
         paths
             .entry(route.template.as_str().to_string())
             .or_default()
@@ -85,10 +116,48 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": {
+                "Problem": {
+                    "description": "An error (RFC 9457 problem details)",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
-        "security": [{"bearer": []}, {}],
+        "security": [{"bearer": []}],
     })
+}
+
+fn method_flag(rpc: &MethodDescriptor, extension: &str) -> bool {
+    let Some(ext) = rpc.parent_pool().get_extension_by_name(extension) else {
+        return false;
+    };
+    rpc.options().get_extension(&ext).as_bool().unwrap_or(false)
+}
+
+/// The OpenAPI links of an RPC's success answer, from `fleet.api.v1.links`.
+fn links(rpc: &MethodDescriptor) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let Some(ext) = rpc.parent_pool().get_extension_by_name("fleet.api.v1.links") else {
+        return out;
+    };
+    let options = rpc.options();
+    let value = options.get_extension(&ext);
+    let Some(items) = value.as_list() else { return out };
+    for item in items {
+        let Reflected::Message(m) = item else { continue };
+        let Ok(link) = Link::decode(m.encode_to_vec().as_slice()) else {
+            continue;
+        };
+        out.insert(
+            format!("{}_{}", link.operation, link.parameter),
+            json!({
+                "operationId": link.operation,
+                "parameters": {link.parameter.as_str(): format!("$response.body#{}", link.pointer)},
+            }),
+        );
+    }
+    out
 }
 
 fn schema_name(desc: &MessageDescriptor) -> String {
@@ -99,43 +168,80 @@ fn reference(desc: &MessageDescriptor) -> Value {
     json!({"$ref": format!("#/components/schemas/{}", schema_name(desc))})
 }
 
-fn collect(desc: &MessageDescriptor, schemas: &mut BTreeMap<String, Value>) {
+fn collect(desc: &MessageDescriptor, direction: Direction, schemas: &mut BTreeMap<String, Value>) {
     let name = schema_name(desc);
     if schemas.contains_key(&name) {
         return;
     }
     schemas.insert(name.clone(), Value::Null);
     let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
     for field in desc.fields() {
-        let mut schema = field_schema(&field, schemas);
-        if field.containing_oneof().is_some_and(|o| o.is_synthetic()) {
+        let mut schema = field_schema(&field, direction, schemas);
+        let nullable = match direction {
+            // A request may leave an optional field out or send null.
+            Direction::Request => field.containing_oneof().is_some_and(|o| o.is_synthetic()),
+            // An answer prints every field; those with presence as null when unset.
+            Direction::Answer => field.supports_presence() && !field.is_list(),
+        };
+        if nullable {
             schema = json!({"anyOf": [schema, {"type": "null"}]});
+        }
+        let must = match direction {
+            Direction::Request => rules::of(&field).is_some_and(|r| r.required),
+            Direction::Answer => true,
+        };
+        if must {
+            required.push(field.name().to_string());
         }
         properties.insert(field.name().to_string(), schema);
     }
-    schemas.insert(
-        name,
-        json!({"type": "object", "properties": properties, "additionalProperties": false}),
-    );
+    let mut schema =
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
+    let group = rules::exactly_one_of(desc);
+    if direction == Direction::Request && !group.is_empty() {
+        schema["oneOf"] = exactly_one(&group);
+    }
+    schemas.insert(name, schema);
 }
 
-fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
+/// One alternative per field of an `exactly_one_of` group: that field
+/// non-empty, the others absent or empty.
+fn exactly_one(group: &[String]) -> Value {
+    let alternatives = group.iter().map(|chosen| {
+        let properties: serde_json::Map<String, Value> = group
+            .iter()
+            .map(|f| {
+                let bound = if f == chosen {
+                    json!({"minLength": 1})
+                } else {
+                    json!({"maxLength": 0})
+                };
+                (f.clone(), bound)
+            })
+            .collect();
+        json!({"required": [chosen], "properties": properties})
+    });
+    Value::Array(alternatives.collect())
+}
+
+fn field_schema(field: &FieldDescriptor, direction: Direction, schemas: &mut BTreeMap<String, Value>) -> Value {
     let single = match field.kind() {
         Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
             json!({"type": "string", "format": "date-time"})
         }
         Kind::Message(m) if field.is_map() => {
             let value = m.map_entry_value_field();
-            return json!({"type": "object", "additionalProperties": field_schema(&value, schemas)});
+            return json!({"type": "object", "additionalProperties": field_schema(&value, direction, schemas)});
         }
         Kind::Message(m) => {
-            collect(&m, schemas);
+            collect(&m, direction, schemas);
             reference(&m)
         }
         Kind::Enum(e) => {
             json!({"type": "string", "enum": e.values().map(|v| v.name().to_string()).collect::<Vec<_>>()})
         }
-        _ => scalar_schema(field),
+        _ => constrained(field, scalar_schema(field)),
     };
     if field.is_list() {
         json!({"type": "array", "items": single})
@@ -144,13 +250,55 @@ fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) 
     }
 }
 
+/// `schema` narrowed by the field's rules.
+fn constrained(field: &FieldDescriptor, mut schema: Value) -> Value {
+    let Some(rules) = rules::of(field) else {
+        return schema;
+    };
+    let FieldRules {
+        required,
+        min_len,
+        max_len,
+        format,
+        pattern,
+        one_of,
+        minimum,
+        maximum,
+        ..
+    } = rules;
+    if let Some(n) = min_len.or((required && field.kind() == Kind::String).then_some(1)) {
+        schema["minLength"] = json!(n);
+    }
+    if let Some(n) = max_len {
+        schema["maxLength"] = json!(n);
+    }
+    if !format.is_empty() {
+        schema["format"] = json!(format);
+    }
+    if !pattern.is_empty() {
+        schema["pattern"] = json!(pattern);
+    }
+    if !one_of.is_empty() {
+        schema["enum"] = json!(one_of);
+    }
+    if let Some(n) = minimum {
+        schema["minimum"] = json!(n);
+    }
+    if let Some(n) = maximum {
+        schema["maximum"] = json!(n);
+    }
+    schema
+}
+
 fn scalar_schema(field: &FieldDescriptor) -> Value {
     match field.kind() {
         Kind::Bool => json!({"type": "boolean"}),
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
-        Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int32", "minimum": 0}),
+        Kind::Uint32 | Kind::Fixed32 => {
+            json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX})
+        }
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "integer", "format": "int64"}),
-        Kind::Uint64 | Kind::Fixed64 => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        Kind::Uint64 | Kind::Fixed64 => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         Kind::Float | Kind::Double => json!({"type": "number"}),
         Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
         _ => json!({"type": "string"}),
@@ -206,7 +354,7 @@ mod tests {
         assert!(doc["paths"]["/api/v1/auth/register"]["post"]["responses"]["201"].is_object());
         assert!(doc["paths"]["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
         let user = &doc["components"]["schemas"]["fleet_users_v1_User"]["properties"];
-        assert_eq!(user["created_at"]["format"], "date-time");
+        assert_eq!(user["created_at"]["anyOf"][0]["format"], "date-time");
         let list = &doc["paths"]["/api/v1/users"]["get"]["parameters"];
         let names: Vec<&str> = list
             .as_array()
@@ -215,5 +363,76 @@ mod tests {
             .filter_map(|p| p["name"].as_str())
             .collect();
         assert_eq!(names, ["limit", "cursor", "q"]);
+    }
+
+    fn doc() -> Value {
+        let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let routes =
+            RouteTable::from_pool(&pool, &["fleet.users.v1.UsersService", "fleet.auth.v1.AuthService"]).unwrap();
+        document(&routes, "test")
+    }
+
+    #[test]
+    fn field_rules_become_constraints_and_required_lists() {
+        let doc = doc();
+        let register = &doc["components"]["schemas"]["fleet_auth_v1_RegisterRequest"];
+        assert_eq!(register["required"], json!(["email", "password", "display_name"]));
+        assert_eq!(register["properties"]["email"]["format"], "email");
+        assert_eq!(register["properties"]["email"]["maxLength"], 254);
+        assert_eq!(register["properties"]["password"]["minLength"], 12);
+        assert!(register["properties"]["display_name"]["pattern"].is_string());
+        let update = &doc["components"]["schemas"]["fleet_users_v1_UpdateUserRequest"];
+        assert_eq!(
+            update["properties"]["role"]["anyOf"][0]["enum"],
+            json!(["user", "admin"])
+        );
+        let id = &doc["paths"]["/api/v1/users/{id}"]["get"]["parameters"][0];
+        assert_eq!(id["schema"]["format"], "uuid");
+        let mfa = &doc["components"]["schemas"]["fleet_auth_v1_LoginMfaRequest"];
+        assert_eq!(mfa["oneOf"][0]["required"], json!(["code"]));
+        assert_eq!(mfa["oneOf"][1]["properties"]["code"]["maxLength"], 0);
+        let limit = &doc["paths"]["/api/v1/users"]["get"]["parameters"][0];
+        assert_eq!(
+            (limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()),
+            (json!(1), json!(100))
+        );
+    }
+
+    #[test]
+    fn answers_declare_every_field_and_null_where_a_field_has_presence() {
+        let doc = doc();
+        let user = &doc["components"]["schemas"]["fleet_users_v1_User"];
+        assert_eq!(user["required"].as_array().unwrap().len(), 8);
+        assert_eq!(user["properties"]["email"]["anyOf"][1]["type"], "null");
+        assert_eq!(user["properties"]["id"]["type"], "string");
+        let page = &doc["components"]["schemas"]["fleet_users_v1_ListUsersResponse"];
+        assert_eq!(page["required"], json!(["items", "next_cursor"]));
+        assert_eq!(page["properties"]["items"]["type"], "array");
+    }
+
+    #[test]
+    fn operations_name_their_security_problems_and_links() {
+        let doc = doc();
+        let register = &doc["paths"]["/api/v1/auth/register"]["post"];
+        assert_eq!(register["security"], json!([]));
+        assert_eq!(
+            doc["paths"]["/api/v1/users/me"]["get"]["security"],
+            json!([{"bearer": []}])
+        );
+        let link = &register["responses"]["201"]["links"]["GetUser_id"];
+        assert_eq!(link["operationId"], "GetUser");
+        assert_eq!(link["parameters"]["id"], "$response.body#/user/id");
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for status in ["400", "401", "429", "default"] {
+                    assert_eq!(
+                        op["responses"][status]["$ref"], "#/components/responses/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+        let problem = &doc["components"]["responses"]["Problem"]["content"]["application/problem+json"];
+        assert_eq!(problem["schema"]["$ref"], "#/components/schemas/Problem");
     }
 }

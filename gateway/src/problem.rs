@@ -127,10 +127,13 @@ pub fn http_status(code: Code) -> (u16, &'static str) {
         Code::Ok => 200,
         Code::Cancelled => 499,
         Code::Unknown | Code::Internal | Code::DataLoss => 500,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::InvalidArgument | Code::OutOfRange => 400,
         Code::DeadlineExceeded => 504,
         Code::NotFound => 404,
-        Code::AlreadyExists | Code::Aborted => 409,
+        // A well-formed request that the resource's current state refuses
+        // (2FA not on, nothing pending) conflicts with that state: 409, so a
+        // 400 always means the request itself must change.
+        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => 409,
         Code::PermissionDenied => 403,
         Code::ResourceExhausted => 429,
         Code::Unimplemented => 501,

@@ -49,7 +49,13 @@ pub fn request_message(
 fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Problem> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Problem::new(400, "invalid_body", "the request body is not valid UTF-8"))?;
-    let text = if text.trim().is_empty() { "{}" } else { text };
+    if text.trim().is_empty() {
+        return Err(Problem::new(
+            400,
+            "invalid_body",
+            "this route takes a JSON object as its body",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     let message = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
@@ -121,23 +127,78 @@ fn kind_name(field: &FieldDescriptor) -> &'static str {
     }
 }
 
-/// The JSON of an answer: snake_case names, defaults left out, 64-bit
-/// integers as numbers, and unset optional top-level fields as `null`.
+/// The JSON of an answer: snake_case names, 64-bit integers as numbers, and
+/// every declared field present at every depth — defaults as `0`, `""`,
+/// `false` or `[]`, and unset fields with presence (optional scalars,
+/// messages) as `null` — so clients read the shapes the contract declares.
 pub fn response_json(message: &DynamicMessage) -> Result<Vec<u8>, serde_json::Error> {
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
-        .skip_default_fields(true)
+        .skip_default_fields(false)
         .stringify_64_bit_integers(false);
     let mut value = message.serialize_with_options(serde_json::value::Serializer, &options)?;
-    if let serde_json::Value::Object(map) = &mut value {
-        for field in message.descriptor().fields() {
-            let optional = field.containing_oneof().is_some_and(|o| o.is_synthetic());
-            if optional && !message.has_field(&field) {
-                map.insert(field.name().to_string(), serde_json::Value::Null);
+    fill_unset(message, &mut value);
+    serde_json::to_vec(&value)
+}
+
+/// Writes `null` for every unset field with presence, in `message` and in
+/// every message below it. Well-known types have JSON forms of their own and
+/// are left as they are; so are the members of a real `oneof`, where the one
+/// present member is the answer.
+fn fill_unset(message: &DynamicMessage, json: &mut serde_json::Value) {
+    let serde_json::Value::Object(map) = json else { return };
+    if message.descriptor().package_name() == "google.protobuf" {
+        return;
+    }
+    for field in message.descriptor().fields() {
+        let name = field.name();
+        if !message.has_field(&field) {
+            let in_real_oneof = field.containing_oneof().is_some_and(|o| !o.is_synthetic());
+            if field.supports_presence() && !in_real_oneof {
+                map.insert(name.to_string(), serde_json::Value::Null);
             }
+            continue;
+        }
+        let Some(slot) = map.get_mut(name) else { continue };
+        match &*message.get_field(&field) {
+            Value::Message(inner) => fill_unset(inner, slot),
+            Value::List(items) => {
+                if let serde_json::Value::Array(slots) = slot {
+                    for (item, slot) in items.iter().zip(slots) {
+                        if let Value::Message(inner) = item {
+                            fill_unset(inner, slot);
+                        }
+                    }
+                }
+            }
+            Value::Map(entries) => {
+                if let serde_json::Value::Object(slots) = slot {
+                    for (key, item) in entries {
+                        if let (Value::Message(inner), Some(slot)) = (item, key_slot(slots, key)) {
+                            fill_unset(inner, slot);
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    serde_json::to_vec(&value)
+}
+
+fn key_slot<'a>(
+    slots: &'a mut serde_json::Map<String, serde_json::Value>,
+    key: &prost_reflect::MapKey,
+) -> Option<&'a mut serde_json::Value> {
+    use prost_reflect::MapKey;
+    let name = match key {
+        MapKey::String(s) => s.clone(),
+        MapKey::Bool(b) => b.to_string(),
+        MapKey::I32(n) => n.to_string(),
+        MapKey::I64(n) => n.to_string(),
+        MapKey::U32(n) => n.to_string(),
+        MapKey::U64(n) => n.to_string(),
+    };
+    slots.get_mut(&name)
 }
 
 /// Whether an answer is empty (`google.protobuf.Empty`): it goes out as 204.
@@ -211,17 +272,41 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_snake_case_and_optional_fields_are_null() {
+    fn answers_print_every_field_at_every_depth() {
         let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
         let desc = pool.get_message_by_name("fleet.users.v1.ListUsersResponse").unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&response_json(&DynamicMessage::new(desc)).unwrap()).unwrap();
-        assert_eq!(json, serde_json::json!({"next_cursor": null}));
+        assert_eq!(json, serde_json::json!({"items": [], "next_cursor": null}));
         let desc = pool.get_message_by_name("fleet.auth.v1.LoginResponse").unwrap();
         let mut msg = DynamicMessage::new(desc);
         msg.set_field_by_name("access_token", Value::String("t".into()));
         msg.set_field_by_name("expires_in", Value::U32(900));
         let json: serde_json::Value = serde_json::from_slice(&response_json(&msg).unwrap()).unwrap();
-        assert_eq!(json, serde_json::json!({"access_token": "t", "expires_in": 900}));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "access_token": "t", "refresh_token": "", "token_type": "", "expires_in": 900,
+                "user": null, "mfa_required": false, "mfa_token": "", "methods": [],
+            })
+        );
+        // At every depth: a list item's unset fields are null, its defaults printed.
+        let desc = pool.get_message_by_name("fleet.users.v1.ListUsersResponse").unwrap();
+        let user_desc = pool.get_message_by_name("fleet.users.v1.User").unwrap();
+        let mut user = DynamicMessage::new(user_desc);
+        user.set_field_by_name("id", Value::String("u1".into()));
+        let mut msg = DynamicMessage::new(desc);
+        msg.set_field_by_name("items", Value::List(vec![Value::Message(user)]));
+        let json: serde_json::Value = serde_json::from_slice(&response_json(&msg).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "items": [{
+                    "id": "u1", "email": null, "display_name": "", "role": null, "status": null,
+                    "created_at": null, "updated_at": null, "version": null,
+                }],
+                "next_cursor": null,
+            })
+        );
     }
 }

@@ -4,6 +4,9 @@
 
 #![allow(clippy::derive_partial_eq_without_eq)]
 
+pub mod codec;
+pub mod rules;
+
 /// The encoded `FileDescriptorSet` of every Fleet proto, with source info and
 /// imports (including `google.api.http`), as protox compiled it.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fleet_descriptor.bin"));
@@ -13,6 +16,14 @@ pub mod google {
     #[allow(missing_docs)]
     pub mod api {
         tonic::include_proto!("google.api");
+    }
+}
+
+/// Fleet's own options: REST method options and field rules.
+pub mod api {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("fleet.api.v1");
     }
 }
 

@@ -31,7 +31,7 @@ impl AuthApi {
         };
         let user = self.directory.get(id).await.map_err(AuthError::from_users)?;
         match user {
-            Some(user) if user.role == "admin" && user.status == "active" => Ok(()),
+            Some(user) if user.role.as_deref() == Some("admin") && user.status.as_deref() == Some("active") => Ok(()),
             _ => Err(forbidden()),
         }
     }

@@ -336,7 +336,7 @@ impl AuthApi {
         self.check_password(&ticket, user_id, &password, &client, Settled::ByCaller)
             .await?;
         drop(ticket);
-        if user.status != "active" {
+        if user.status.as_deref() != Some("active") {
             self.store
                 .clear_failures(user_id, &[Counter::Password], self.clock.now())
                 .await?;
@@ -416,7 +416,9 @@ impl AuthApi {
         refresh_token: String,
     ) -> Result<LoginResponse, AuthError> {
         let user_id = user_id_of(&user)?;
-        let (access_token, _) = self.issuer.access_token(user_id, session_id, &user.role, amr)?;
+        let (access_token, _) =
+            self.issuer
+                .access_token(user_id, session_id, user.role.as_deref().unwrap_or("user"), amr)?;
         Ok(LoginResponse {
             access_token,
             refresh_token,
@@ -445,7 +447,7 @@ impl AuthApi {
             .get(owner)
             .await
             .map_err(AuthError::from_users)?
-            .filter(|u| u.status == "active");
+            .filter(|u| u.status.as_deref() == Some("active"));
         let now = self.clock.now();
         let (successor, successor_hash) = new_opaque_token();
         let rotation = self

@@ -32,6 +32,10 @@ pub enum AuthError {
     /// The second factor is wrong, spent, or a replayed TOTP code.
     #[error("invalid second factor")]
     BadSecondFactor,
+    /// A well-formed code on an authenticated request that proves nothing:
+    /// wrong, spent or replayed. Forbidden, with the field named.
+    #[error("invalid request: {0}")]
+    WrongCode(Violations),
     /// The 2FA state does not allow the request (not enrolled, already on...).
     #[error("{0}")]
     MfaState(&'static str),
@@ -103,6 +107,15 @@ impl From<AuthError> for Status {
                 Status::with_error_details(Code::ResourceExhausted, err.to_string(), details)
             }
             AuthError::Disabled => Status::permission_denied(err.to_string()),
+            AuthError::WrongCode(v) => {
+                // The field violations ride along, as on a 400.
+                let invalid = invalid_argument(&v);
+                Status::with_details(
+                    tonic::Code::PermissionDenied,
+                    invalid.message(),
+                    invalid.details().to_vec().into(),
+                )
+            }
             AuthError::SessionNotFound => Status::not_found(err.to_string()),
             AuthError::MfaState(_) => Status::failed_precondition(err.to_string()),
             AuthError::SmsUndeliverable => Status::unavailable(err.to_string()),

@@ -105,6 +105,31 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_states_the_policy() {
+        for field in [
+            "fleet.auth.v1.RegisterRequest.password",
+            "fleet.auth.v1.ChangePasswordRequest.new_password",
+        ] {
+            for chars in [
+                0,
+                1,
+                MIN_PASSWORD_CHARS - 1,
+                MIN_PASSWORD_CHARS,
+                MAX_PASSWORD_CHARS,
+                MAX_PASSWORD_CHARS + 1,
+            ] {
+                let typed = "x".repeat(chars);
+                let contract = fleet_proto::rules::check_text(field, &typed);
+                assert_eq!(
+                    contract.is_none(),
+                    Password::parse_new(&typed, "p").is_ok(),
+                    "{field}: {chars}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_policy_bounds_length_and_passwords_never_print() {
         assert!(Password::parse_new("short", "password").is_err());
         assert!(Password::parse_new(&"x".repeat(129), "password").is_err());

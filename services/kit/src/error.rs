@@ -5,27 +5,11 @@
 
 use std::fmt;
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
+use tonic_types::StatusExt;
 
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The request field, in snake_case as on the wire.
-    pub field: String,
-    /// What is wrong with it, for a person to read.
-    pub message: String,
-}
-
-impl FieldViolation {
-    /// A violation of `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One invalid field of a request: the same type the field rules report.
+pub use fleet_proto::rules::Violation as FieldViolation;
 
 /// The field violations found while validating one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,13 +61,10 @@ impl fmt::Display for Violations {
     }
 }
 
-/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` detail per field.
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` detail per field, as
+/// the codec answers for broken field rules.
 pub fn invalid_argument(violations: &Violations) -> Status {
-    let mut details = ErrorDetails::new();
-    for v in violations.iter() {
-        details.add_bad_request_violation(v.field.clone(), v.message.clone());
-    }
-    Status::with_error_details(Code::InvalidArgument, format!("invalid request: {violations}"), details)
+    fleet_proto::codec::invalid_argument(&violations.0)
 }
 
 /// An opaque `INTERNAL` status. The cause chain is logged here, once, and
@@ -108,6 +89,8 @@ pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[test]

@@ -25,7 +25,6 @@ use crate::{
 
 /// Default and largest page sizes.
 const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
 
 /// The users service.
 #[derive(Clone)]
@@ -46,13 +45,13 @@ impl UsersApi {
 pub fn full_view(user: &UserRecord) -> User {
     User {
         id: user.id.to_string(),
-        email: user.email.clone(),
+        email: Some(user.email.clone()),
         display_name: user.display_name.clone(),
-        role: user.role.clone(),
-        status: user.status.clone(),
+        role: Some(user.role.clone()),
+        status: Some(user.status.clone()),
         created_at: Some(to_timestamp(user.created_at)),
         updated_at: Some(to_timestamp(user.updated_at)),
-        version: u64::try_from(user.version).unwrap_or_default(),
+        version: Some(u64::try_from(user.version).unwrap_or_default()),
     }
 }
 
@@ -189,29 +188,20 @@ impl UsersApi {
     }
 
     async fn list_users(&self, identity: &Identity, req: ListUsersRequest) -> Result<ListUsersResponse, UsersError> {
-        let mut v = Violations::new();
-        let limit = match req.limit {
-            0 => DEFAULT_LIMIT,
-            n if n > MAX_LIMIT => {
-                v.add("limit", format!("must be between 1 and {MAX_LIMIT}"));
-                DEFAULT_LIMIT
-            }
-            n => n,
-        };
+        // Bounds, the cursor's form and the query's length are field rules,
+        // checked when the request was decoded.
+        let limit = req.limit.unwrap_or(DEFAULT_LIMIT);
         let after = if req.cursor.is_empty() {
             None
         } else {
-            let cursor = decode_cursor(&req.cursor);
-            if cursor.is_none() {
-                v.add("cursor", "is not a cursor this API returned");
-            }
-            cursor
+            let Some(cursor) = decode_cursor(&req.cursor) else {
+                let mut v = Violations::new();
+                v.add("cursor", "must be a next_cursor this API returned");
+                return Err(v.into());
+            };
+            Some(cursor)
         };
         let q = req.q.trim();
-        if q.chars().count() > 100 {
-            v.add("q", "must be at most 100 characters");
-        }
-        v.into_result()?;
         let caller = self.caller(identity).await?;
         let privileged = caller.privileged;
         let query = ListQuery {

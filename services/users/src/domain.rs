@@ -21,8 +21,6 @@ pub enum EmailError {
     Invalid,
 }
 
-const LOCAL_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~.-";
-
 impl Email {
     /// Validates and normalises `raw`.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
@@ -33,25 +31,7 @@ impl Email {
         if email.len() > 254 {
             return Err(EmailError::TooLong);
         }
-        let (local, domain) = email.rsplit_once('@').ok_or(EmailError::Invalid)?;
-        let local_ok = !local.is_empty()
-            && local.len() <= 64
-            && !local.starts_with('.')
-            && !local.ends_with('.')
-            && !local.contains("..")
-            && local
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c));
-        let labels: Vec<&str> = domain.split('.').collect();
-        let domain_ok = labels.len() >= 2
-            && labels.iter().all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
-        if local_ok && domain_ok {
+        if fleet_proto::rules::is_email(&email) {
             Ok(Self(email))
         } else {
             Err(EmailError::Invalid)
@@ -201,6 +181,44 @@ mod tests {
             Email::parse(&format!("{}@example.com", "a".repeat(250))),
             Err(EmailError::TooLong)
         );
+    }
+
+    #[test]
+    fn the_contract_refuses_what_the_domain_refuses() {
+        let samples = [
+            "Ada",
+            " Ada ",
+            "",
+            " ",
+            "\t",
+            "A\u{7}da",
+            "A\u{85}",
+            &"x".repeat(64),
+            &"x".repeat(65),
+            "\u{2003}",
+            "Zoë",
+        ];
+        for name in samples {
+            let contract = fleet_proto::rules::check_text("fleet.users.v1.UpdateMeRequest.display_name", name);
+            if contract.is_none() {
+                assert!(DisplayName::parse(name).is_ok(), "{name:?}");
+            }
+            let register = fleet_proto::rules::check_text("fleet.auth.v1.RegisterRequest.display_name", name);
+            assert_eq!(
+                register,
+                fleet_proto::rules::check_text("fleet.users.v1.CreateUserRequest.display_name", name)
+            );
+        }
+        for email in [
+            "ada@example.com",
+            "Ada.L+x@Mail.Example.com",
+            "nope",
+            "a@b",
+            "ada@@example.com",
+        ] {
+            let contract = fleet_proto::rules::check_text("fleet.auth.v1.RegisterRequest.email", email);
+            assert_eq!(contract.is_none(), Email::parse(email).is_ok(), "{email}");
+        }
     }
 
     #[test]

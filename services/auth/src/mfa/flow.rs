@@ -208,7 +208,7 @@ impl AuthApi {
             .get(user_id)
             .await
             .map_err(AuthError::from_users)?
-            .filter(|u| u.status == "active")
+            .filter(|u| u.status.as_deref() == Some("active"))
             .ok_or(AuthError::Disabled)?;
         let used = match factor {
             SecondFactor::Totp { .. } => TOTP_AMR,
@@ -321,7 +321,12 @@ impl AuthApi {
         let mut secret = vec![0u8; SECRET_LEN];
         OsRng.fill_bytes(&mut secret);
         let sealed = self.sealing.seal(user_id, &secret)?;
-        let key = TotpKey::new(self.totp, secret, &self.mfa.issuer, &user.email)?;
+        let key = TotpKey::new(
+            self.totp,
+            secret,
+            &self.mfa.issuer,
+            user.email.as_deref().unwrap_or_default(),
+        )?;
         if !self.store.begin_totp(user_id, &sealed, self.clock.now()).await? {
             return Err(AuthError::MfaState("2FA is already on; disable it first"));
         }
@@ -392,9 +397,11 @@ impl AuthApi {
         Ok(BackupCodes { backup_codes: codes })
     }
 
-    /// A wrong code on an authenticated request: a field error.
+    /// A wrong code on an authenticated request: forbidden, naming the field.
     async fn wrong_code(&self, user_id: Uuid, failures: u32, client: &ClientInfo) -> AuthError {
-        let refusal = code_violation("code", "is incorrect or already used");
+        let mut v = Violations::new();
+        v.add("code", "is incorrect or already used");
+        let refusal = AuthError::WrongCode(v);
         self.factor_failed(user_id, failures, client, refusal).await
     }
 

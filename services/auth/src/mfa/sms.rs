@@ -161,6 +161,30 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_accepts_exactly_the_numbers_that_normalize() {
+        for typed in [
+            "+4915112345678",
+            "+49 151 1234-5678",
+            "(+49) 151 12345678",
+            "+1 (555) 010-9999",
+            "015112345678",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "+49 151 1234 567x",
+            "",
+            " ",
+        ] {
+            let contract = fleet_proto::rules::check_text("fleet.auth.v1.EnrollSmsRequest.phone", typed);
+            assert_eq!(
+                contract.is_none(),
+                normalize_phone(typed).is_some(),
+                "{typed:?}: {contract:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_webhook_sender_needs_an_http_url() {
         assert!(WebhookSender::new("ftp://x", Secret::default()).is_err());
         assert!(WebhookSender::new("not a url", Secret::default()).is_err());

@@ -24,7 +24,7 @@ async fn register_login_refresh_reuse_and_logout(backend: TestBackend) {
         return;
     };
     let user = stack.register("ada@example.com", "Ada").await;
-    assert_eq!(user.email, "ada@example.com");
+    assert_eq!(user.email.as_deref(), Some("ada@example.com"));
 
     let login = stack.login("ada@example.com").await;
     assert_eq!(login.token_type, "Bearer");
@@ -97,7 +97,7 @@ async fn duplicate_emails_in_any_case_already_exist(backend: TestBackend) {
         return;
     };
     stack.register("ada@example.com", "Ada").await;
-    for email in ["ada@example.com", "ADA@Example.COM", "  Ada@example.com "] {
+    for email in ["ada@example.com", "ADA@Example.COM"] {
         let err = stack
             .auth
             .clone()

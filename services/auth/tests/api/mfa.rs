@@ -173,7 +173,7 @@ async fn totp_enrolment_and_the_second_login_step(backend: TestBackend) {
         .confirm_totp(authed(ConfirmTotpRequest { code: "000000".into() }, &token))
         .await
         .unwrap_err();
-    assert_eq!(wrong.code(), Code::InvalidArgument);
+    assert_eq!(wrong.code(), Code::PermissionDenied);
     assert_eq!(violated_fields(&wrong), ["code"]);
     let confirmed_code = app.code_for_step(stack.step());
     let codes = auth
@@ -227,7 +227,7 @@ async fn totp_enrolment_and_the_second_login_step(backend: TestBackend) {
         .get_me(authed(GetMeRequest {}, &tokens.access_token))
         .await
         .unwrap();
-    assert_eq!(me.into_inner().email, EMAIL);
+    assert_eq!(me.into_inner().email.as_deref(), Some(EMAIL));
 
     // The mfa_token is spent, and the code cannot open another login.
     let spent = stack.second_step(&first.mfa_token, &code, "").await.unwrap_err();
@@ -327,7 +327,7 @@ async fn backup_codes_work_once_and_a_new_set_cancels_the_old(backend: TestBacke
         ))
         .await
         .unwrap_err();
-    assert_eq!(wrong.code(), Code::InvalidArgument);
+    assert_eq!(wrong.code(), Code::PermissionDenied);
     let code = stack.fresh_code(&enrolled.app);
     let fresh = auth
         .regenerate_backup_codes(authed(RegenerateBackupCodesRequest { code }, &tokens.access_token))
@@ -498,7 +498,7 @@ async fn disabling_needs_proof_and_ends_the_other_sessions(backend: TestBackend)
         ))
         .await
         .unwrap_err();
-    assert_eq!(replayed.code(), Code::InvalidArgument, "the confirming code is spent");
+    assert_eq!(replayed.code(), Code::PermissionDenied, "the confirming code is spent");
     let code = stack.fresh_code(&app);
     auth.disable_mfa(authed(
         DisableMfaRequest {

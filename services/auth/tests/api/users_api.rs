@@ -29,7 +29,7 @@ async fn list_users_paginates_with_a_stable_cursor_while_users_are_inserted(back
         let page = users
             .list_users(authed(
                 ListUsersRequest {
-                    limit: 10,
+                    limit: Some(10),
                     cursor: cursor.clone(),
                     q: String::new(),
                 },
@@ -69,7 +69,7 @@ async fn a_non_admin_sees_only_public_fields_of_others(backend: TestBackend) {
     let page = users
         .list_users(authed(
             ListUsersRequest {
-                limit: 0,
+                limit: None,
                 cursor: String::new(),
                 q: String::new(),
             },
@@ -83,11 +83,13 @@ async fn a_non_admin_sees_only_public_fields_of_others(backend: TestBackend) {
     for item in &page.items {
         assert!(!item.id.is_empty() && !item.display_name.is_empty() && item.created_at.is_some());
         if item.id == me.id {
-            assert_eq!(item.email, "ada@example.com", "a user sees their own fields");
-        } else {
-            assert!(
-                item.email.is_empty() && item.role.is_empty() && item.status.is_empty() && item.updated_at.is_none()
+            assert_eq!(
+                item.email.as_deref(),
+                Some("ada@example.com"),
+                "a user sees their own fields"
             );
+        } else {
+            assert!(item.email.is_none() && item.role.is_none() && item.status.is_none() && item.updated_at.is_none());
         }
     }
     let bob = users
@@ -95,12 +97,12 @@ async fn a_non_admin_sees_only_public_fields_of_others(backend: TestBackend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((bob.email.as_str(), bob.display_name.as_str()), ("", "Bob"));
+    assert_eq!((bob.email.as_deref(), bob.display_name.as_str()), (None, "Bob"));
     // Emails are not searchable by non-admins.
     let search = users
         .list_users(authed(
             ListUsersRequest {
-                limit: 10,
+                limit: Some(10),
                 cursor: String::new(),
                 q: "bob@".into(),
             },
@@ -117,11 +119,11 @@ async fn a_non_admin_sees_only_public_fields_of_others(backend: TestBackend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(bob.email, "bob@example.com");
+    assert_eq!(bob.email.as_deref(), Some("bob@example.com"));
     let search = users
         .list_users(authed(
             ListUsersRequest {
-                limit: 10,
+                limit: Some(10),
                 cursor: String::new(),
                 q: "bob@".into(),
             },
@@ -138,7 +140,7 @@ async fn an_update_with_a_stale_version_is_refused(backend: TestBackend) {
         return;
     };
     let (me, token) = stack.signed_in("ada@example.com", "Ada").await;
-    assert_eq!(me.version, 1);
+    assert_eq!(me.version, Some(1));
     let mut users = stack.users.clone();
     let updated = users
         .update_me(authed(
@@ -152,7 +154,7 @@ async fn an_update_with_a_stale_version_is_refused(backend: TestBackend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((updated.display_name.as_str(), updated.version), ("Ada L.", 2));
+    assert_eq!((updated.display_name.as_str(), updated.version), ("Ada L.", Some(2)));
     let stale = users
         .update_me(authed(
             UpdateMeRequest {
@@ -200,7 +202,7 @@ async fn only_admins_change_roles_and_only_self_or_admin_delete(backend: TestBac
     // The promotion comes after ada's login.
     stack.clock.advance(chrono::Duration::seconds(1));
     let promoted = users.update_user(authed(promote, &admin)).await.unwrap().into_inner();
-    assert_eq!(promoted.role, "admin");
+    assert_eq!(promoted.role.as_deref(), Some("admin"));
     let bad = users
         .update_user(authed(
             UpdateUserRequest {
@@ -276,7 +278,7 @@ async fn internal_rpcs_and_anonymous_calls_are_refused(backend: TestBackend) {
     let bad_page = users
         .list_users(authed(
             ListUsersRequest {
-                limit: 101,
+                limit: Some(101),
                 cursor: "%%%".into(),
                 q: String::new(),
             },
@@ -307,7 +309,7 @@ async fn sql_injection_strings_in_every_field_round_trip_literally(backend: Test
         .into_inner()
         .user
         .unwrap();
-    assert_eq!((user.email.as_str(), user.display_name.as_str()), (email, name));
+    assert_eq!((user.email.as_deref(), user.display_name.as_str()), (Some(email), name));
     let mut login = Request::new(fleet_proto::auth::v1::LoginRequest {
         email: email.into(),
         password: password.into(),
@@ -333,7 +335,7 @@ async fn sql_injection_strings_in_every_field_round_trip_literally(backend: Test
     let found = users
         .list_users(authed(
             ListUsersRequest {
-                limit: 10,
+                limit: Some(10),
                 cursor: String::new(),
                 q: "' OR 1=1 --".into(),
             },

@@ -40,7 +40,7 @@ async fn a_tonic_client_reaches_users_get_user_through_the_gateway() {
         .await
         .unwrap();
     assert_eq!(found.metadata().get("x-content-type-options").unwrap(), "nosniff");
-    assert_eq!(found.into_inner().email, "ada@example.com");
+    assert_eq!(found.into_inner().email.as_deref(), Some("ada@example.com"));
 
     let anonymous = client
         .get_user(Request::new(GetUserRequest { id: id.clone() }))

@@ -16,10 +16,17 @@ async fn auth_rows(api: &Api<'_>) {
         &api.call(Method::POST, "/api/v1/auth/register", None, Some(dup)).await,
         409,
     );
-    let bad = json!({"email": "nope", "password": "short", "display_name": "Ada"});
+    // Every broken field is reported in one answer.
+    let bad = json!({"email": "nope", "password": "short", "display_name": " "});
     let bad = api.call(Method::POST, "/api/v1/auth/register", None, Some(bad)).await;
     assert_problem(&bad, 400);
-    assert_eq!(bad.body["errors"][0]["field"], "password");
+    let fields: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "password", "display_name"], "{}", bad.body);
 
     let login = api.login("ada@example.com").await;
     assert_eq!(login["token_type"], "Bearer");
@@ -273,4 +280,57 @@ async fn a_literal_segment_is_its_own_resource_and_options_lists_its_methods() {
         200
     );
     assert_problem(&api.call(Method::OPTIONS, "/api/v1/nothing", None, None).await, 404);
+}
+
+#[tokio::test]
+async fn every_declared_field_is_in_every_answer_even_when_empty() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http2);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    let login = api.login("ada@example.com").await;
+    assert_eq!(
+        (login["mfa_required"].clone(), login["methods"].clone()),
+        (json!(false), json!([]))
+    );
+    assert_eq!(login["mfa_token"], "", "{login}");
+
+    // The session that did not ask has `current: false`, printed.
+    let sessions = api.call(Method::GET, "/api/v1/auth/sessions", Some(&token), None).await;
+    let items = sessions.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", sessions.body);
+    let current: Vec<&serde_json::Value> = items.iter().map(|s| &s["current"]).collect();
+    assert!(
+        current.contains(&&json!(false)) && current.contains(&&json!(true)),
+        "{}",
+        sessions.body
+    );
+
+    // An empty page still has its items.
+    let empty = api
+        .call(Method::GET, "/api/v1/users?q=nobody-has-this", Some(&token), None)
+        .await;
+    assert_eq!(empty.body, json!({"items": [], "next_cursor": null}));
+
+    // Another user's public view: private fields are null, not missing.
+    let bob = api.register("bob@example.com", "Bob").await;
+    let public = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/users/{}", bob["id"].as_str().unwrap()),
+            Some(&token),
+            None,
+        )
+        .await;
+    let keys: Vec<&String> = public.body.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 8, "{}", public.body);
+    for private in ["email", "role", "status", "updated_at", "version"] {
+        assert!(public.body[private].is_null(), "{private} in {}", public.body);
+    }
+
+    // A 2FA status with nothing on prints its zeros and falses.
+    let mfa = api.call(Method::GET, "/api/v1/auth/2fa", Some(&token), None).await;
+    assert_eq!(
+        mfa.body,
+        json!({"enabled": false, "methods": [], "backup_codes_remaining": 0, "backup_codes_running_low": false, "sms_enabled": false})
+    );
 }
