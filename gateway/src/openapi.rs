@@ -77,7 +77,8 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
             });
         }
         let mut responses = serde_json::Map::new();
-        let mut success = if crate::transcode::is_empty_message(&output) {
+        let empty = crate::transcode::is_empty_message(&output);
+        let mut success = if empty {
             json!({"description": "Done"})
         } else {
             collect(&output, Direction::Answer, &mut schemas);
@@ -90,11 +91,7 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
         if !links.is_empty() {
             success["links"] = Value::Object(links);
         }
-        let status = if crate::transcode::is_empty_message(&output) {
-            204
-        } else {
-            route.success_status
-        };
+        let status = if empty { 204 } else { route.success_status };
         responses.insert(status.to_string(), success);
         for status in PROBLEM_STATUSES.iter().chain(&["default"]) {
             responses.insert((*status).to_string(), json!({"$ref": "#/components/responses/Problem"}));

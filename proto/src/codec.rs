@@ -75,6 +75,12 @@ impl<U: Message + Name + Default> Decoder for ValidatingDecoder<U> {
 
 /// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` detail per field.
 pub fn invalid_argument(violations: &[Violation]) -> Status {
+    with_violations(Code::InvalidArgument, violations)
+}
+
+/// A status of `code` that names the fields at fault, as
+/// `google.rpc.BadRequest` details (the gateway lists them in `errors`).
+pub fn with_violations(code: Code, violations: &[Violation]) -> Status {
     let mut details = ErrorDetails::new();
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.message.clone());
@@ -83,9 +89,5 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
         .iter()
         .map(|v| format!("{}: {}", v.field, v.message))
         .collect();
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("invalid request: {}", summary.join("; ")),
-        details,
-    )
+    Status::with_error_details(code, format!("invalid request: {}", summary.join("; ")), details)
 }

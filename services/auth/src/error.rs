@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fleet_kit::error::{Violations, internal, invalid_argument};
+use fleet_kit::error::{Violations, forbidden_fields, internal, invalid_argument};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -107,15 +107,7 @@ impl From<AuthError> for Status {
                 Status::with_error_details(Code::ResourceExhausted, err.to_string(), details)
             }
             AuthError::Disabled => Status::permission_denied(err.to_string()),
-            AuthError::WrongCode(v) => {
-                // The field violations ride along, as on a 400.
-                let invalid = invalid_argument(&v);
-                Status::with_details(
-                    tonic::Code::PermissionDenied,
-                    invalid.message(),
-                    invalid.details().to_vec().into(),
-                )
-            }
+            AuthError::WrongCode(v) => forbidden_fields(&v),
             AuthError::SessionNotFound => Status::not_found(err.to_string()),
             AuthError::MfaState(_) => Status::failed_precondition(err.to_string()),
             AuthError::SmsUndeliverable => Status::unavailable(err.to_string()),

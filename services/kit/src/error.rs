@@ -67,6 +67,12 @@ pub fn invalid_argument(violations: &Violations) -> Status {
     fleet_proto::codec::invalid_argument(&violations.0)
 }
 
+/// `PERMISSION_DENIED` that names the fields at fault: a well-formed value
+/// that proves nothing (a wrong code), as opposed to a malformed one.
+pub fn forbidden_fields(violations: &Violations) -> Status {
+    fleet_proto::codec::with_violations(tonic::Code::PermissionDenied, &violations.0)
+}
+
 /// An opaque `INTERNAL` status. The cause chain is logged here, once, and
 /// never sent to the caller.
 pub fn internal(err: &anyhow::Error) -> Status {

@@ -155,16 +155,8 @@ impl AuthApi {
 
     /// The second step of a login.
     pub(crate) async fn login_mfa(&self, req: LoginMfaRequest, client: ClientInfo) -> Result<LoginResponse, AuthError> {
-        let mut v = Violations::new();
-        if req.mfa_token.is_empty() {
-            v.add("mfa_token", "is required");
-        }
-        match (req.code.is_empty(), req.backup_code.is_empty()) {
-            (true, true) => v.add("code", "a code or a backup_code is required"),
-            (false, false) => v.add("backup_code", "give either a code or a backup_code, not both"),
-            _ => {}
-        }
-        v.into_result()?;
+        // The contract's rules require mfa_token and exactly one of code and
+        // backup_code; they were checked when the request was decoded.
         let challenge_hash = token_hash(&req.mfa_token);
         let now = self.clock.now();
         let challenge = self
@@ -239,9 +231,6 @@ impl AuthApi {
 
     /// Sends an SMS code for a pending login.
     pub(crate) async fn send_login_sms(&self, req: SendLoginSmsCodeRequest) -> Result<(), AuthError> {
-        if req.mfa_token.is_empty() {
-            return Err(code_violation("mfa_token", "is required"));
-        }
         let Some(sender) = self.sms.clone() else {
             return Err(AuthError::MfaState("SMS codes are not enabled"));
         };
@@ -444,28 +433,20 @@ impl AuthApi {
         req: DisableMfaRequest,
         client: ClientInfo,
     ) -> Result<(), AuthError> {
-        let confirmed_with = match (req.code.is_empty(), req.password.is_empty()) {
-            (true, true) => return Err(code_violation("code", "a code or the password is required")),
-            (false, false) => {
-                return Err(code_violation(
-                    "password",
-                    "give either a code or the password, not both",
-                ));
+        // Exactly one of code and password is given: the contract's
+        // exactly_one_of, checked when the request was decoded.
+        let confirmed_with = if req.password.is_empty() {
+            self.prove_totp(user_id, &req.code, "disable", &client).await?;
+            "code"
+        } else {
+            if !self.mfa_enabled(user_id).await? {
+                return Err(AuthError::MfaState("2FA is not on"));
             }
-            (false, true) => {
-                self.prove_totp(user_id, &req.code, "disable", &client).await?;
-                "code"
-            }
-            (true, false) => {
-                if !self.mfa_enabled(user_id).await? {
-                    return Err(AuthError::MfaState("2FA is not on"));
-                }
-                let ticket = self.hashing.admit()?;
-                let password = Password::presented(&req.password);
-                self.check_password(&ticket, user_id, &password, &client, Settled::Now)
-                    .await?;
-                "password"
-            }
+            let ticket = self.hashing.admit()?;
+            let password = Password::presented(&req.password);
+            self.check_password(&ticket, user_id, &password, &client, Settled::Now)
+                .await?;
+            "password"
         };
         let how = self.revocation(RevokeReason::MfaChanged);
         let ids = self.store.disable_mfa(user_id, session_id, confirmed_with, how).await?;
