@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "fleet/api/v1/options.proto",
     "fleet/users/v1/users.proto",
     "fleet/auth/v1/auth.proto",
+    "fleet/stats/v1/stats.proto",
     "fleet/events/v1/events.proto",
 ];
 

@@ -263,6 +263,9 @@ fn constrained(field: &FieldDescriptor, mut schema: Value) -> Value {
         maximum,
         ..
     } = rules;
+    // A string without presence that is not required is unset when empty,
+    // and the services take "" as "not given": the document says so.
+    let narrowed = min_len.is_some() || !format.is_empty() || !pattern.is_empty() || !one_of.is_empty();
     if let Some(n) = min_len.or((required && field.kind() == Kind::String).then_some(1)) {
         schema["minLength"] = json!(n);
     }
@@ -283,6 +286,9 @@ fn constrained(field: &FieldDescriptor, mut schema: Value) -> Value {
     }
     if let Some(n) = maximum {
         schema["maximum"] = json!(n);
+    }
+    if field.kind() == Kind::String && !field.supports_presence() && !required && narrowed {
+        return json!({"anyOf": [{"type": "string", "maxLength": 0}, schema]});
     }
     schema
 }

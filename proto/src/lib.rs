@@ -43,6 +43,14 @@ pub mod auth {
     }
 }
 
+/// The stats service.
+pub mod stats {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("fleet.stats.v1");
+    }
+}
+
 /// Domain events.
 pub mod events {
     #[allow(missing_docs)]

@@ -233,6 +233,9 @@ fn broken_string(field: &FieldDescriptor, rules: &FieldRules, text: &str) -> Opt
     match rules.format.as_str() {
         "email" if !is_email(text) => return Some("is not a valid email address".to_string()),
         "uuid" if !is_uuid(text) => return Some("must be a UUID".to_string()),
+        "date-time" if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+            return Some("must be an RFC 3339 date-time, such as 2026-01-31T12:00:00Z".to_string());
+        }
         _ => {}
     }
     if !rules.pattern.is_empty() && !pattern(field, &rules.pattern).is_some_and(|re| re.is_match(text)) {

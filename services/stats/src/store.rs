@@ -1,0 +1,420 @@
+//! The stats store: the activity log and the session projection, one trait
+//! and one SQL body instantiated for PostgreSQL and SQLite. A projected event
+//! is written in one transaction, keyed by the event id, so a redelivery
+//! changes nothing; times are microseconds since the Unix epoch.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use fleet_kit::{
+    Db,
+    events::event_type,
+    store::{Backend, Migrations},
+};
+use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, UserCreated, event::Payload};
+use sqlx::{Pool, Postgres, Sqlite};
+use uuid::Uuid;
+
+use crate::projection::{Entry, SessionChange};
+
+/// The stats service's migrations.
+pub fn migrations() -> Migrations {
+    Migrations {
+        postgres: sqlx::migrate!("migrations/postgres"),
+        sqlite: sqlx::migrate!("migrations/sqlite"),
+    }
+}
+
+/// Microseconds since the Unix epoch, the stores' unit of time.
+pub fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// The instant of `us` microseconds since the epoch.
+pub fn instant(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// A day, as the number of whole days since the epoch (UTC).
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// What recording an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// It is in the log now.
+    Added,
+    /// It was there already: the event was delivered before.
+    Duplicate,
+    /// Its user's data was erased; nothing is kept of them again.
+    Erased,
+}
+
+/// A stored activity entry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EntryRow {
+    /// The event's id.
+    pub id: Uuid,
+    /// The event's type.
+    pub kind: String,
+    /// When, in microseconds since the epoch.
+    pub occurred_us: i64,
+    /// The client's address, or "".
+    pub ip: String,
+    /// The client's user agent, or "".
+    pub user_agent: String,
+    /// A JSON object.
+    pub details: String,
+}
+
+/// Which of a user's entries to read, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityQuery {
+    /// Whose.
+    pub user_id: Uuid,
+    /// Only this kind, if set.
+    pub kind: Option<String>,
+    /// From this instant (µs), inclusive.
+    pub from_us: i64,
+    /// Entries strictly before this position, `(occurred_us, id)`: the
+    /// range's end with the nil id, or the last entry of the previous page.
+    pub before: (i64, Uuid),
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// A user's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFigures {
+    /// Successful logins.
+    pub logins: i64,
+    /// Failed logins.
+    pub failed_logins: i64,
+    /// The last successful login (µs).
+    pub last_login_us: Option<i64>,
+    /// Sessions not ended.
+    pub active_sessions: i64,
+    /// Every entry.
+    pub events: i64,
+    /// When the account was created (µs), if its creation was seen.
+    pub created_us: Option<i64>,
+}
+
+/// A user's session figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFigures {
+    /// Every session seen.
+    pub total: i64,
+    /// Those not ended.
+    pub active: i64,
+    /// Those ended (logout, revocation, reuse...).
+    pub ended: i64,
+    /// The sum of the ended sessions' durations (µs).
+    pub ended_duration_us: i64,
+    /// Sessions per user agent, most first (at most ten).
+    pub by_user_agent: Vec<(String, i64)>,
+}
+
+/// The stats store.
+#[async_trait::async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Records an entry and the session change it carries, once.
+    async fn record(&self, entry: &Entry) -> anyhow::Result<Recorded>;
+    /// Erases everything kept about a user, and keeps their later events out.
+    async fn erase_user(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<()>;
+    /// A user's figures.
+    async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures>;
+    /// A page of a user's entries.
+    async fn activity(&self, query: &ActivityQuery) -> anyhow::Result<Vec<EntryRow>>;
+    /// A user's entries per day (days since the epoch) in `[from_us, to_us)`.
+    async fn daily(
+        &self,
+        user_id: Uuid,
+        kind: Option<&str>,
+        from_us: i64,
+        to_us: i64,
+    ) -> anyhow::Result<Vec<(i64, i64)>>;
+    /// A user's session figures.
+    async fn session_figures(&self, user_id: Uuid) -> anyhow::Result<SessionFigures>;
+    /// Deletes at most `batch` entries (and ended sessions) older than
+    /// `before`; the count deleted. Called until it answers less than `batch`.
+    async fn prune(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64>;
+}
+
+/// The store on `db`.
+pub fn stats_store(db: &Db) -> Arc<dyn StatsStore> {
+    match db {
+        Db::Postgres(pool) => Arc::new(SqlStatsStore { pool: pool.clone() }),
+        Db::Sqlite(pool) => Arc::new(SqlStatsStore { pool: pool.clone() }),
+    }
+}
+
+/// The SQL store, on either backend.
+#[derive(Debug, Clone)]
+pub struct SqlStatsStore<DB: sqlx::Database> {
+    pool: Pool<DB>,
+}
+
+fn login_kind() -> &'static str {
+    event_type(&Payload::LoginSucceeded(LoginSucceeded::default()))
+}
+
+fn failed_login_kind() -> &'static str {
+    event_type(&Payload::LoginFailed(LoginFailed::default()))
+}
+
+fn created_kind() -> &'static str {
+    event_type(&Payload::UserCreated(UserCreated::default()))
+}
+
+const ENTRY_COLUMNS: &str = "id, kind, occurred_us, ip, user_agent, details";
+
+macro_rules! sql_stats_store {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl StatsStore for SqlStatsStore<$db> {
+            async fn record(&self, entry: &Entry) -> anyhow::Result<Recorded> {
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
+                let erased: Option<(i64,)> = sqlx::query_as("SELECT erased_us FROM erased_users WHERE user_id = $1")
+                    .bind(entry.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("reading erasures")?;
+                if erased.is_some() {
+                    return Ok(Recorded::Erased);
+                }
+                let occurred_us = micros(entry.occurred_at);
+                let added = sqlx::query(
+                    "INSERT INTO activity (id, user_id, kind, occurred_us, ip, user_agent, details) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(entry.id)
+                .bind(entry.user_id)
+                .bind(&entry.kind)
+                .bind(occurred_us)
+                .bind(&entry.ip)
+                .bind(&entry.user_agent)
+                .bind(entry.details.to_string())
+                .execute(&mut *tx)
+                .await
+                .context("recording an entry")?
+                .rows_affected();
+                if added == 0 {
+                    return Ok(Recorded::Duplicate);
+                }
+                match &entry.session {
+                    // Events may arrive out of order: a start seen after the
+                    // end keeps the end and moves the start back.
+                    Some(SessionChange::Started { id, user_agent }) => {
+                        sqlx::query(
+                            "INSERT INTO sessions (id, user_id, user_agent, started_us) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (id) DO UPDATE SET started_us = excluded.started_us, \
+                             user_agent = excluded.user_agent WHERE sessions.started_us > excluded.started_us",
+                        )
+                        .bind(id)
+                        .bind(entry.user_id)
+                        .bind(user_agent)
+                        .bind(occurred_us)
+                        .execute(&mut *tx)
+                        .await
+                        .context("recording a session's start")?;
+                    }
+                    Some(SessionChange::Ended { id, reason }) => {
+                        sqlx::query(
+                            "INSERT INTO sessions (id, user_id, user_agent, started_us, ended_us, end_reason) \
+                             VALUES ($1, $2, '', $3, $3, $4) \
+                             ON CONFLICT (id) DO UPDATE SET ended_us = excluded.ended_us, \
+                             end_reason = excluded.end_reason WHERE sessions.ended_us IS NULL",
+                        )
+                        .bind(id)
+                        .bind(entry.user_id)
+                        .bind(occurred_us)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await
+                        .context("recording a session's end")?;
+                    }
+                    None => {}
+                }
+                tx.commit().await.context("commit")?;
+                Ok(Recorded::Added)
+            }
+
+            async fn erase_user(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
+                sqlx::query(
+                    "INSERT INTO erased_users (user_id, erased_us) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user_id)
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .context("recording an erasure")?;
+                for table in [
+                    "DELETE FROM activity WHERE user_id = $1",
+                    "DELETE FROM sessions WHERE user_id = $1",
+                ] {
+                    sqlx::query(table)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .context("erasing a user's data")?;
+                }
+                tx.commit().await.context("commit")?;
+                Ok(())
+            }
+
+            async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures> {
+                let of_kind = |kind: &'static str| {
+                    sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(
+                        "SELECT COUNT(*), MAX(occurred_us), MIN(occurred_us) FROM activity \
+                         WHERE user_id = $1 AND kind = $2",
+                    )
+                    .bind(user_id)
+                    .bind(kind)
+                };
+                let (logins, last_login_us, _) = of_kind(login_kind())
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("counting logins")?;
+                let (failed_logins, _, _) = of_kind(failed_login_kind())
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("counting failures")?;
+                let (_, _, created_us) = of_kind(created_kind())
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("reading the creation")?;
+                let (events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM activity WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("counting entries")?;
+                let (active_sessions,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_us IS NULL")
+                        .bind(user_id)
+                        .fetch_one(&self.pool)
+                        .await
+                        .context("counting sessions")?;
+                Ok(UserFigures {
+                    logins,
+                    failed_logins,
+                    last_login_us,
+                    active_sessions,
+                    events,
+                    created_us,
+                })
+            }
+
+            async fn activity(&self, q: &ActivityQuery) -> anyhow::Result<Vec<EntryRow>> {
+                let kind = if q.kind.is_some() { " AND kind = $6" } else { "" };
+                let sql = format!(
+                    "SELECT {ENTRY_COLUMNS} FROM activity WHERE user_id = $1{kind} AND occurred_us >= $2 \
+                     AND (occurred_us, id) < ($3, $4) ORDER BY occurred_us DESC, id DESC LIMIT $5"
+                );
+                let mut query = sqlx::query_as::<_, EntryRow>(&sql)
+                    .bind(q.user_id)
+                    .bind(q.from_us)
+                    .bind(q.before.0)
+                    .bind(q.before.1)
+                    .bind(q.limit);
+                if let Some(kind) = &q.kind {
+                    query = query.bind(kind);
+                }
+                query.fetch_all(&self.pool).await.context("reading activity")
+            }
+
+            async fn daily(
+                &self,
+                user_id: Uuid,
+                kind: Option<&str>,
+                from_us: i64,
+                to_us: i64,
+            ) -> anyhow::Result<Vec<(i64, i64)>> {
+                let filter = if kind.is_some() { " AND kind = $5" } else { "" };
+                let sql = format!(
+                    "SELECT occurred_us / $4 AS day, COUNT(*) FROM activity \
+                     WHERE user_id = $1{filter} AND occurred_us >= $2 AND occurred_us < $3 \
+                     GROUP BY day ORDER BY day"
+                );
+                let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+                    .bind(user_id)
+                    .bind(from_us)
+                    .bind(to_us)
+                    .bind(MICROS_PER_DAY);
+                if let Some(kind) = kind {
+                    query = query.bind(kind);
+                }
+                query
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("counting activity per day")
+            }
+
+            async fn session_figures(&self, user_id: Uuid) -> anyhow::Result<SessionFigures> {
+                let (total, active, ended, ended_duration_us): (i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), \
+                     CAST(COALESCE(SUM(CASE WHEN ended_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(CASE WHEN ended_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(ended_us - started_us), 0) AS BIGINT) \
+                     FROM sessions WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await
+                .context("counting sessions")?;
+                let by_user_agent: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT user_agent, COUNT(*) AS n FROM sessions WHERE user_id = $1 \
+                     GROUP BY user_agent ORDER BY n DESC, user_agent LIMIT 10",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .context("counting sessions per user agent")?;
+                Ok(SessionFigures {
+                    total,
+                    active,
+                    ended,
+                    ended_duration_us,
+                    by_user_agent,
+                })
+            }
+
+            async fn prune(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
+                let before = micros(before);
+                let entries = sqlx::query(
+                    "DELETE FROM activity WHERE id IN \
+                     (SELECT id FROM activity WHERE occurred_us < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .context("pruning activity")?
+                .rows_affected();
+                let sessions = sqlx::query(
+                    "DELETE FROM sessions WHERE id IN \
+                     (SELECT id FROM sessions WHERE ended_us < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .context("pruning sessions")?
+                .rows_affected();
+                Ok(entries.max(sessions))
+            }
+        }
+    };
+}
+
+sql_stats_store!(Postgres);
+sql_stats_store!(Sqlite);

@@ -1,0 +1,294 @@
+//! Contract tests of the stats store, run against SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{collections::HashSet, sync::Arc};
+
+use chrono::{DateTime, Duration, Utc};
+use fleet_kit::{
+    Db, backend_tests,
+    testing::{TestBackend, TestDatabase, database},
+};
+use fleet_stats::{
+    projection::{Entry, SessionChange},
+    store::{ActivityQuery, Recorded, StatsStore, micros, stats_store},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+struct Fixture {
+    store: Arc<dyn StatsStore>,
+    _database: TestDatabase,
+}
+
+async fn fixture(backend: TestBackend) -> Option<Fixture> {
+    let database = database(backend).await?;
+    let db = Db::connect(&database.url, "stats").await.unwrap();
+    fleet_stats::migrate(&db).await.unwrap();
+    Some(Fixture {
+        store: stats_store(&db),
+        _database: database,
+    })
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn entry(user_id: Uuid, kind: &str, at: DateTime<Utc>) -> Entry {
+    Entry {
+        id: Uuid::now_v7(),
+        user_id,
+        kind: kind.to_string(),
+        occurred_at: at,
+        ip: "192.0.2.1".into(),
+        user_agent: "test-agent".into(),
+        details: json!({}),
+        session: None,
+    }
+}
+
+fn with_session(mut e: Entry, change: SessionChange) -> Entry {
+    e.session = Some(change);
+    e
+}
+
+async fn each_event_counts_once_and_the_figures_add_up(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    let (s1, s2) = (Uuid::now_v7(), Uuid::now_v7());
+    let started = |id, ua: &str| SessionChange::Started {
+        id,
+        user_agent: ua.to_string(),
+    };
+    let created = entry(ada, "user.created", t0());
+    let failed = entry(ada, "auth.login_failed", t0() + Duration::minutes(1));
+    let login1 = with_session(
+        entry(ada, "auth.login_succeeded", t0() + Duration::minutes(2)),
+        started(s1, "firefox"),
+    );
+    let login2 = with_session(
+        entry(ada, "auth.login_succeeded", t0() + Duration::minutes(3)),
+        started(s2, "curl"),
+    );
+    let logout = with_session(
+        entry(ada, "session.revoked", t0() + Duration::minutes(12)),
+        SessionChange::Ended {
+            id: s1,
+            reason: "logout".into(),
+        },
+    );
+    for e in [&created, &failed, &login1, &login2, &logout] {
+        assert_eq!(f.store.record(e).await.unwrap(), Recorded::Added);
+    }
+    // Redelivered: nothing changes, the session's end included.
+    for e in [&login1, &logout] {
+        assert_eq!(f.store.record(e).await.unwrap(), Recorded::Duplicate);
+    }
+    // Another user's activity is not counted.
+    f.store
+        .record(&entry(Uuid::now_v7(), "auth.login_succeeded", t0()))
+        .await
+        .unwrap();
+
+    let figures = f.store.user_figures(ada).await.unwrap();
+    assert_eq!(
+        (
+            figures.logins,
+            figures.failed_logins,
+            figures.events,
+            figures.active_sessions
+        ),
+        (2, 1, 5, 1)
+    );
+    assert_eq!(figures.last_login_us, Some(micros(t0() + Duration::minutes(3))));
+    assert_eq!(figures.created_us, Some(micros(t0())));
+
+    let sessions = f.store.session_figures(ada).await.unwrap();
+    assert_eq!((sessions.total, sessions.active, sessions.ended), (2, 1, 1));
+    assert_eq!(
+        sessions.ended_duration_us,
+        Duration::minutes(10).num_microseconds().unwrap()
+    );
+    assert_eq!(
+        sessions.by_user_agent,
+        [("curl".to_string(), 1), ("firefox".to_string(), 1)]
+    );
+}
+
+async fn a_session_ended_before_its_start_arrives_keeps_both(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    let s = Uuid::now_v7();
+    let end = with_session(
+        entry(ada, "session.revoked", t0() + Duration::seconds(30)),
+        SessionChange::Ended {
+            id: s,
+            reason: "revoked".into(),
+        },
+    );
+    let start = with_session(
+        entry(ada, "session.created", t0()),
+        SessionChange::Started {
+            id: s,
+            user_agent: "ua".into(),
+        },
+    );
+    f.store.record(&end).await.unwrap();
+    f.store.record(&start).await.unwrap();
+    let sessions = f.store.session_figures(ada).await.unwrap();
+    assert_eq!((sessions.total, sessions.active, sessions.ended), (1, 0, 1));
+    assert_eq!(
+        sessions.ended_duration_us,
+        Duration::seconds(30).num_microseconds().unwrap()
+    );
+    assert_eq!(sessions.by_user_agent, [("ua".to_string(), 1)]);
+}
+
+async fn pages_walk_every_entry_once_newest_first_while_entries_arrive(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    let mut ids = HashSet::new();
+    // 250 entries, in pairs at the same instant, so the cursor's id breaks ties.
+    for i in 0..250 {
+        let e = entry(ada, "auth.login_succeeded", t0() + Duration::seconds(i / 2));
+        ids.insert(e.id);
+        f.store.record(&e).await.unwrap();
+    }
+    let end = t0() + Duration::days(1);
+    let mut before = (micros(end), Uuid::nil());
+    let mut seen = Vec::new();
+    loop {
+        let page = f
+            .store
+            .activity(&ActivityQuery {
+                user_id: ada,
+                kind: None,
+                from_us: micros(t0()),
+                before,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        // New entries arrive while the pages are walked: newer ones are
+        // above the cursor and never appear in later pages.
+        f.store
+            .record(&entry(ada, "auth.login_failed", t0() + Duration::hours(1)))
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = (last.occurred_us, last.id);
+        seen.extend(page.iter().map(|r| (r.occurred_us, r.id)));
+        if page.len() < 100 {
+            break;
+        }
+    }
+    let walked: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen.len(), 250, "each entry exactly once");
+    assert_eq!(walked, ids);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first, ties by id");
+}
+
+async fn kinds_filter_and_days_count_in_utc(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    let day0 = micros(t0()) / fleet_stats::store::MICROS_PER_DAY;
+    for (kind, hours) in [
+        ("auth.login_succeeded", 0),
+        ("auth.login_failed", 1),
+        ("auth.login_succeeded", 25),
+        ("auth.login_succeeded", 49),
+    ] {
+        f.store
+            .record(&entry(ada, kind, t0() + Duration::hours(hours)))
+            .await
+            .unwrap();
+    }
+    let (from, to) = (micros(t0()), micros(t0() + Duration::days(3)));
+    let all = f.store.daily(ada, None, from, to).await.unwrap();
+    let logins = f
+        .store
+        .daily(ada, Some("auth.login_succeeded"), from, to)
+        .await
+        .unwrap();
+    // t0 is 08:00 UTC: +25 h is the next day, +49 h the one after.
+    assert_eq!(all, [(day0, 2), (day0 + 1, 1), (day0 + 2, 1)]);
+    assert_eq!(logins, [(day0, 1), (day0 + 1, 1), (day0 + 2, 1)]);
+    let failed = f
+        .store
+        .activity(&ActivityQuery {
+            user_id: ada,
+            kind: Some("auth.login_failed".into()),
+            from_us: from,
+            before: (to, Uuid::nil()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].kind, "auth.login_failed");
+    assert_eq!(
+        (
+            failed[0].ip.as_str(),
+            failed[0].user_agent.as_str(),
+            failed[0].details.as_str()
+        ),
+        ("192.0.2.1", "test-agent", "{}")
+    );
+}
+
+async fn an_erased_user_leaves_nothing_and_late_events_stay_out(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let late = with_session(
+        entry(ada, "auth.login_succeeded", t0()),
+        SessionChange::Started {
+            id: Uuid::now_v7(),
+            user_agent: "ua".into(),
+        },
+    );
+    f.store.record(&entry(ada, "user.created", t0())).await.unwrap();
+    f.store.record(&entry(bob, "user.created", t0())).await.unwrap();
+    f.store.erase_user(ada, t0() + Duration::hours(1)).await.unwrap();
+    f.store.erase_user(ada, t0() + Duration::hours(1)).await.unwrap();
+    assert_eq!(f.store.record(&late).await.unwrap(), Recorded::Erased);
+    let figures = f.store.user_figures(ada).await.unwrap();
+    assert_eq!(
+        (figures.events, figures.active_sessions, figures.created_us),
+        (0, 0, None)
+    );
+    assert_eq!(f.store.user_figures(bob).await.unwrap().events, 1, "others keep theirs");
+}
+
+async fn pruning_deletes_old_entries_in_bounded_batches(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    for days in 0..25 {
+        f.store
+            .record(&entry(ada, "auth.login_succeeded", t0() + Duration::days(days)))
+            .await
+            .unwrap();
+    }
+    let cutoff = t0() + Duration::days(20);
+    let mut rounds = Vec::new();
+    loop {
+        let deleted = f.store.prune(cutoff, 8).await.unwrap();
+        rounds.push(deleted);
+        if deleted < 8 {
+            break;
+        }
+    }
+    assert_eq!(rounds, [8, 8, 4], "20 old entries, 8 at a time");
+    assert_eq!(f.store.user_figures(ada).await.unwrap().events, 5);
+}
+
+backend_tests!(
+    each_event_counts_once_and_the_figures_add_up,
+    a_session_ended_before_its_start_arrives_keeps_both,
+    pages_walk_every_entry_once_newest_first_while_entries_arrive,
+    kinds_filter_and_days_count_in_utc,
+    an_erased_user_leaves_nothing_and_late_events_stay_out,
+    pruning_deletes_old_entries_in_bounded_batches,
+);
