@@ -212,7 +212,14 @@ impl ResponseCache {
         }
         let ttl = *self.settings.routes.get(template)?;
         let tag = if template.starts_with("/api/v1/stats") {
-            Cow::Owned(format!("user:{}", user.unwrap_or(role)))
+            // A user's figures go stale with that user's events: the user
+            // an admin names (`?user_id=`), or else the caller.
+            let subject = query
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("user_id="))
+                .filter(|id| !id.is_empty());
+            Cow::Owned(format!("user:{}", subject.or(user).unwrap_or(role)))
         } else {
             Cow::Borrowed("users")
         };
@@ -543,5 +550,38 @@ mod tests {
         assert_eq!(tags_of(&updated)[0], "users");
         cache.apply(&updated).await;
         assert!(cache.get(&key).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn stats_go_stale_with_their_subjects_events_whoever_asked() {
+        let clock = ManualClock::new(Utc::now());
+        let cache = cache(&clock);
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let stats = |query: Option<&str>, caller: Uuid, role| {
+            let caller = caller.to_string();
+            cache
+                .key("/api/v1/stats/user", "/api/v1/stats/user", query, Some(&caller), role)
+                .unwrap()
+        };
+        let own = stats(None, bob, "user");
+        let bobs_by_admin_query = format!("user_id={bob}");
+        let by_admin = stats(Some(&bobs_by_admin_query), alice, "admin");
+        let admins_own = stats(None, alice, "admin");
+        for key in [&own, &by_admin, &admins_own] {
+            fill(&cache, key, b"{}").await;
+        }
+        let projected = new_event(
+            "stats",
+            Some(bob),
+            Utc::now(),
+            Payload::StatsProjected(fleet_proto::events::v1::StatsProjected { events: 1 }),
+        );
+        cache.apply(&projected).await;
+        assert!(cache.get(&own).await.is_err(), "bob's own figures");
+        assert!(
+            cache.get(&by_admin).await.is_err(),
+            "bob's figures as an admin read them"
+        );
+        assert!(cache.get(&admins_own).await.is_ok(), "the admin's own figures stay");
     }
 }

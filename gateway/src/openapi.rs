@@ -227,6 +227,9 @@ fn field_schema(field: &FieldDescriptor, direction: Direction, schemas: &mut BTr
         Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
             json!({"type": "string", "format": "date-time"})
         }
+        // Well-known types with JSON forms of their own.
+        Kind::Message(m) if m.full_name() == "google.protobuf.Struct" => json!({"type": "object"}),
+        Kind::Message(m) if m.full_name() == "google.protobuf.Value" => json!({}),
         Kind::Message(m) if field.is_map() => {
             let value = m.map_entry_value_field();
             return json!({"type": "object", "additionalProperties": field_schema(&value, direction, schemas)});

@@ -30,14 +30,16 @@ pub enum Component {
     Auth,
     /// Profiles, roles, listing.
     Users,
+    /// The activity log and its figures.
+    Stats,
 }
 
 impl Component {
     /// Every component built so far, in start order.
-    pub const ALL: [Component; 3] = [Component::Users, Component::Auth, Component::Gateway];
+    pub const ALL: [Component; 4] = [Component::Users, Component::Auth, Component::Stats, Component::Gateway];
 
     /// The components that own a store.
-    pub const STORED: [Component; 2] = [Component::Users, Component::Auth];
+    pub const STORED: [Component; 3] = [Component::Users, Component::Auth, Component::Stats];
 
     /// The name of the component, as `--target` spells it.
     pub fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Component {
             Component::Gateway => "gateway",
             Component::Auth => "auth",
             Component::Users => "users",
+            Component::Stats => "stats",
         }
     }
 
@@ -53,6 +56,7 @@ impl Component {
         match self {
             Component::Auth => fleet_auth::STORE_NAME,
             Component::Users => fleet_users::STORE_NAME,
+            Component::Stats => fleet_stats::STORE_NAME,
             Component::Gateway => "gateway",
         }
     }
@@ -63,6 +67,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
     let own = match component {
         Component::Auth => config.auth.service.database_url.as_ref(),
         Component::Users => config.users.database_url.as_ref(),
+        Component::Stats => config.stats.service.database_url.as_ref(),
         Component::Gateway => anyhow::bail!("the gateway has no store"),
     };
     let url = config.database_url(own, component.store());
@@ -72,6 +77,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
     match component {
         Component::Auth => fleet_auth::migrate(&db).await?,
         Component::Users => fleet_users::migrate(&db).await?,
+        Component::Stats => fleet_stats::migrate(&db).await?,
         Component::Gateway => {}
     }
     tracing::info!(
@@ -172,6 +178,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         let listen = match component {
             Component::Users => config.users.listen,
             Component::Auth => config.auth.service.listen,
+            Component::Stats => config.stats.service.listen,
             Component::Gateway => continue,
         };
         let listener = bind(listen, *component).await?;
@@ -180,18 +187,11 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         let stop = shutdown.clone();
         match component {
             Component::Users => {
-                let keys = GrpcKeySource::new(channel(&config.auth.service.url)?);
-                let verifier = Arc::new(TokenVerifier::new(
-                    config.tokens.clone(),
-                    Arc::new(keys),
-                    clock.clone(),
-                    revoked.clone(),
-                ));
                 let deps = fleet_users::Deps {
                     db,
                     bus: publisher.clone(),
                     clock: clock.clone(),
-                    verifier,
+                    verifier: service_verifier(&config, &clock, &revoked)?,
                 };
                 tasks.spawn(async move { ("users", fleet_users::serve(deps, listener, stop).await) });
             }
@@ -211,6 +211,29 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                     metrics: auth_metrics.clone(),
                 };
                 tasks.spawn(async move { ("auth", fleet_auth::serve(deps, listener, stop).await) });
+            }
+            Component::Stats => {
+                let feed = match &config.amqp_url {
+                    Some(url) => fleet_stats::Feed::Amqp {
+                        settings: AmqpSettings {
+                            url: url.expose().to_string(),
+                            exchange: config.events.exchange.clone(),
+                            dead_letter_exchange: config.events.dead_letter_exchange.clone(),
+                        },
+                        queue: config.stats.settings.queue.clone(),
+                    },
+                    None => fleet_stats::Feed::Bus(bus.subscribe()),
+                };
+                let deps = fleet_stats::Deps {
+                    db,
+                    bus: publisher.clone(),
+                    feed,
+                    clock: clock.clone(),
+                    verifier: service_verifier(&config, &clock, &revoked)?,
+                    users: channel(&config.users.url)?,
+                    settings: config.stats.settings.clone(),
+                };
+                tasks.spawn(async move { ("stats", fleet_stats::serve(deps, listener, stop).await) });
             }
             Component::Gateway => {}
         }
@@ -254,6 +277,22 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// The token verifier of a service that is not auth: auth's key set, this
+/// process's revoked sessions.
+fn service_verifier(
+    config: &FleetConfig,
+    clock: &SharedClock,
+    revoked: &RevokedSessions,
+) -> anyhow::Result<Arc<TokenVerifier>> {
+    let keys = GrpcKeySource::new(channel(&config.auth.service.url)?);
+    Ok(Arc::new(TokenVerifier::new(
+        config.tokens.clone(),
+        Arc::new(keys),
+        clock.clone(),
+        revoked.clone(),
+    )))
 }
 
 /// This process's followers of RabbitMQ events: the in-process bus, and
@@ -301,6 +340,7 @@ fn gateway_deps(
         upstreams: vec![
             (fleet_auth::SERVICE_NAME.to_string(), config.auth.service.url.clone()),
             (fleet_users::SERVICE_NAME.to_string(), config.users.url.clone()),
+            (fleet_stats::SERVICE_NAME.to_string(), config.stats.service.url.clone()),
         ],
         tokens: config.tokens.clone(),
         revoked,
@@ -322,6 +362,7 @@ fn backend_probes(config: &FleetConfig) -> Vec<Arc<dyn Probe>> {
         let own = match component {
             Component::Auth => config.auth.service.database_url.as_ref(),
             Component::Users => config.users.database_url.as_ref(),
+            Component::Stats => config.stats.service.database_url.as_ref(),
             Component::Gateway => None,
         };
         let url = config.database_url(own, component.store());

@@ -35,6 +35,8 @@ pub struct FleetConfig {
     pub auth: AuthConfig,
     /// The users service.
     pub users: ServiceConfig,
+    /// The stats service.
+    pub stats: StatsConfig,
     /// The API gateway.
     pub gateway: GatewaySettings,
     /// Exchanges of the RabbitMQ backbone (used when `amqp_url` is set).
@@ -83,6 +85,27 @@ impl ServiceConfig {
     }
 }
 
+/// The stats service: where it runs and how it behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsConfig {
+    /// Listener, URL and store.
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Its queue and retention.
+    #[serde(flatten)]
+    pub settings: fleet_stats::StatsSettings,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            service: ServiceConfig::on_port(50053),
+            settings: fleet_stats::StatsSettings::default(),
+        }
+    }
+}
+
 /// The auth service: where it runs and how it behaves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -123,6 +146,7 @@ impl Default for FleetConfig {
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),
+            stats: StatsConfig::default(),
             gateway: GatewaySettings::default(),
             events: EventSettings::default(),
         }

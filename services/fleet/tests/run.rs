@@ -53,6 +53,7 @@ async fn fleet_run_with_no_configuration_serves_every_component_on_its_default_p
     let components = [
         (50051, "fleet.auth.v1.AuthService"),
         (50052, "fleet.users.v1.UsersService"),
+        (50053, "fleet.stats.v1.StatsService"),
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
     for (port, service) in components {

@@ -24,6 +24,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::MfaDisabled(_) => "mfa.disabled",
         Payload::MfaBackupCodeUsed(_) => "mfa.backup_code_used",
         Payload::MfaReplayRejected(_) => "mfa.replay_rejected",
+        Payload::StatsProjected(_) => "stats.projected",
     }
 }
 

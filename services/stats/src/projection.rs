@@ -68,6 +68,9 @@ pub enum Unprojectable {
     /// It concerns no user (nothing to keep).
     #[error("the event concerns no user")]
     NoSubject,
+    /// Stats' own notice that it projected something.
+    #[error("stats' own event")]
+    Own,
     /// A field it must have is missing or malformed: a poison message.
     #[error("malformed event: {0}")]
     Malformed(&'static str),
@@ -75,6 +78,9 @@ pub enum Unprojectable {
 
 /// What `event` does to the stats store.
 pub fn project(event: &Event) -> Result<Projected, Unprojectable> {
+    if matches!(event.payload, Some(Payload::StatsProjected(_))) {
+        return Err(Unprojectable::Own);
+    }
     if event.subject_user_id.is_empty() {
         return Err(Unprojectable::NoSubject);
     }
@@ -144,6 +150,7 @@ pub fn project(event: &Event) -> Result<Projected, Unprojectable> {
             (entry.ip, entry.user_agent) = (p.ip.clone(), p.user_agent.clone());
             entry.details = json!({"during": p.during});
         }
+        Some(Payload::StatsProjected(_)) => return Err(Unprojectable::Own),
     }
     Ok(Projected::Entry(entry))
 }
@@ -247,7 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn events_without_a_user_or_with_bad_ids_are_not_projected() {
+    fn events_without_a_user_with_bad_ids_or_of_stats_itself_are_not_projected() {
+        let own = new_event(
+            "stats",
+            Some(Uuid::now_v7()),
+            at(),
+            Payload::StatsProjected(fleet_proto::events::v1::StatsProjected { events: 1 }),
+        );
+        assert_eq!(project(&own), Err(Unprojectable::Own));
         let mut event = new_event("users", None, at(), Payload::UserDeleted(UserDeleted {}));
         assert_eq!(project(&event), Err(Unprojectable::NoSubject));
         event.subject_user_id = "not-a-uuid".into();

@@ -9,10 +9,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fleet_kit::{
     Db,
-    events::event_type,
+    events::{event_type, new_event},
+    outbox::enqueue,
     store::{Backend, Migrations},
 };
-use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, UserCreated, event::Payload};
+use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, StatsProjected, UserCreated, event::Payload};
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
@@ -115,13 +116,25 @@ pub struct SessionFigures {
     pub by_user_agent: Vec<(String, i64)>,
 }
 
+/// The whole fleet's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetFigures {
+    /// Accounts whose creation was seen and that were not erased.
+    pub users: i64,
+    /// Users with a successful login in the last 1, 7 and 30 days.
+    pub active: [i64; 3],
+    /// Per day (days since the epoch): logins and failed logins.
+    pub days: Vec<(i64, i64, i64)>,
+}
+
 /// The stats store.
 #[async_trait::async_trait]
 pub trait StatsStore: Send + Sync + 'static {
-    /// Records an entry and the session change it carries, once.
-    async fn record(&self, entry: &Entry) -> anyhow::Result<Recorded>;
+    /// Records an entry and the session change it carries, once; with it,
+    /// a `stats.projected` event about the user goes to the outbox.
+    async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded>;
     /// Erases everything kept about a user, and keeps their later events out.
-    async fn erase_user(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<()>;
+    async fn erase_user(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()>;
     /// A user's figures.
     async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures>;
     /// A page of a user's entries.
@@ -136,6 +149,13 @@ pub trait StatsStore: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<(i64, i64)>>;
     /// A user's session figures.
     async fn session_figures(&self, user_id: Uuid) -> anyhow::Result<SessionFigures>;
+    /// The fleet's figures: active users as of `now`, days in `[from, to)`.
+    async fn fleet_figures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<FleetFigures>;
     /// Deletes at most `batch` entries (and ended sessions) older than
     /// `before`; the count deleted. Called until it answers less than `batch`.
     async fn prune(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64>;
@@ -153,6 +173,19 @@ pub fn stats_store(db: &Db) -> Arc<dyn StatsStore> {
 #[derive(Debug, Clone)]
 pub struct SqlStatsStore<DB: sqlx::Database> {
     pool: Pool<DB>,
+}
+
+/// The component name on events.
+pub const PRODUCER: &str = "stats";
+
+/// The notice that a user's figures changed.
+fn projected(user_id: Uuid, now: DateTime<Utc>) -> fleet_proto::events::v1::Event {
+    new_event(
+        PRODUCER,
+        Some(user_id),
+        now,
+        Payload::StatsProjected(StatsProjected { events: 1 }),
+    )
 }
 
 fn login_kind() -> &'static str {
@@ -173,7 +206,7 @@ macro_rules! sql_stats_store {
     ($db:ty) => {
         #[async_trait::async_trait]
         impl StatsStore for SqlStatsStore<$db> {
-            async fn record(&self, entry: &Entry) -> anyhow::Result<Recorded> {
+            async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded> {
                 let mut tx = self
                     .pool
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
@@ -240,11 +273,22 @@ macro_rules! sql_stats_store {
                     }
                     None => {}
                 }
+                if entry.kind == created_kind() {
+                    sqlx::query(
+                        "INSERT INTO accounts (user_id, created_us) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                    )
+                    .bind(entry.user_id)
+                    .bind(occurred_us)
+                    .execute(&mut *tx)
+                    .await
+                    .context("recording an account")?;
+                }
+                enqueue(&mut *tx, &projected(entry.user_id, now), now).await?;
                 tx.commit().await.context("commit")?;
                 Ok(Recorded::Added)
             }
 
-            async fn erase_user(&self, user_id: Uuid, at: DateTime<Utc>) -> anyhow::Result<()> {
+            async fn erase_user(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self
                     .pool
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
@@ -254,13 +298,14 @@ macro_rules! sql_stats_store {
                     "INSERT INTO erased_users (user_id, erased_us) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
                 )
                 .bind(user_id)
-                .bind(micros(at))
+                .bind(micros(now))
                 .execute(&mut *tx)
                 .await
                 .context("recording an erasure")?;
                 for table in [
                     "DELETE FROM activity WHERE user_id = $1",
                     "DELETE FROM sessions WHERE user_id = $1",
+                    "DELETE FROM accounts WHERE user_id = $1",
                 ] {
                     sqlx::query(table)
                         .bind(user_id)
@@ -268,6 +313,7 @@ macro_rules! sql_stats_store {
                         .await
                         .context("erasing a user's data")?;
                 }
+                enqueue(&mut *tx, &projected(user_id, now), now).await?;
                 tx.commit().await.context("commit")?;
                 Ok(())
             }
@@ -386,6 +432,46 @@ macro_rules! sql_stats_store {
                     ended_duration_us,
                     by_user_agent,
                 })
+            }
+
+            async fn fleet_figures(
+                &self,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> anyhow::Result<FleetFigures> {
+                let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("counting accounts")?;
+                let mut active = [0; 3];
+                for (slot, days) in active.iter_mut().zip([1, 7, 30]) {
+                    let (n,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(DISTINCT user_id) FROM activity WHERE occurred_us >= $1 AND kind = $2",
+                    )
+                    .bind(micros(now) - days * MICROS_PER_DAY)
+                    .bind(login_kind())
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("counting active users")?;
+                    *slot = n;
+                }
+                let days: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT occurred_us / $3 AS day, \
+                     CAST(SUM(CASE WHEN kind = $4 THEN 1 ELSE 0 END) AS BIGINT), \
+                     CAST(SUM(CASE WHEN kind = $5 THEN 1 ELSE 0 END) AS BIGINT) \
+                     FROM activity WHERE occurred_us >= $1 AND occurred_us < $2 AND kind IN ($4, $5) \
+                     GROUP BY day ORDER BY day",
+                )
+                .bind(micros(from))
+                .bind(micros(to))
+                .bind(MICROS_PER_DAY)
+                .bind(login_kind())
+                .bind(failed_login_kind())
+                .fetch_all(&self.pool)
+                .await
+                .context("counting logins per day")?;
+                Ok(FleetFigures { users, active, days })
             }
 
             async fn prune(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {

@@ -6,7 +6,9 @@ use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Duration, Utc};
 use fleet_kit::{
-    Db, backend_tests,
+    Db, SystemClock, backend_tests,
+    events::InProcessBus,
+    outbox::OutboxRelay,
     testing::{TestBackend, TestDatabase, database},
 };
 use fleet_stats::{
@@ -18,6 +20,7 @@ use uuid::Uuid;
 
 struct Fixture {
     store: Arc<dyn StatsStore>,
+    relay: OutboxRelay,
     _database: TestDatabase,
 }
 
@@ -25,8 +28,10 @@ async fn fixture(backend: TestBackend) -> Option<Fixture> {
     let database = database(backend).await?;
     let db = Db::connect(&database.url, "stats").await.unwrap();
     fleet_stats::migrate(&db).await.unwrap();
+    let relay = OutboxRelay::new(&db, Arc::new(InProcessBus::default()), Arc::new(SystemClock));
     Some(Fixture {
         store: stats_store(&db),
+        relay,
         _database: database,
     })
 }
@@ -79,17 +84,20 @@ async fn each_event_counts_once_and_the_figures_add_up(backend: TestBackend) {
         },
     );
     for e in [&created, &failed, &login1, &login2, &logout] {
-        assert_eq!(f.store.record(e).await.unwrap(), Recorded::Added);
+        assert_eq!(f.store.record(e, t0()).await.unwrap(), Recorded::Added);
     }
     // Redelivered: nothing changes, the session's end included.
     for e in [&login1, &logout] {
-        assert_eq!(f.store.record(e).await.unwrap(), Recorded::Duplicate);
+        assert_eq!(f.store.record(e, t0()).await.unwrap(), Recorded::Duplicate);
     }
     // Another user's activity is not counted.
     f.store
-        .record(&entry(Uuid::now_v7(), "auth.login_succeeded", t0()))
+        .record(&entry(Uuid::now_v7(), "auth.login_succeeded", t0()), t0())
         .await
         .unwrap();
+    // Each entry added (ada's five, the other user's one), and none of the
+    // duplicates, left a notice in the outbox.
+    assert_eq!(f.relay.backlog().await.unwrap(), 6);
 
     let figures = f.store.user_figures(ada).await.unwrap();
     assert_eq!(
@@ -134,8 +142,8 @@ async fn a_session_ended_before_its_start_arrives_keeps_both(backend: TestBacken
             user_agent: "ua".into(),
         },
     );
-    f.store.record(&end).await.unwrap();
-    f.store.record(&start).await.unwrap();
+    f.store.record(&end, t0()).await.unwrap();
+    f.store.record(&start, t0()).await.unwrap();
     let sessions = f.store.session_figures(ada).await.unwrap();
     assert_eq!((sessions.total, sessions.active, sessions.ended), (1, 0, 1));
     assert_eq!(
@@ -153,7 +161,7 @@ async fn pages_walk_every_entry_once_newest_first_while_entries_arrive(backend: 
     for i in 0..250 {
         let e = entry(ada, "auth.login_succeeded", t0() + Duration::seconds(i / 2));
         ids.insert(e.id);
-        f.store.record(&e).await.unwrap();
+        f.store.record(&e, t0()).await.unwrap();
     }
     let end = t0() + Duration::days(1);
     let mut before = (micros(end), Uuid::nil());
@@ -173,7 +181,7 @@ async fn pages_walk_every_entry_once_newest_first_while_entries_arrive(backend: 
         // New entries arrive while the pages are walked: newer ones are
         // above the cursor and never appear in later pages.
         f.store
-            .record(&entry(ada, "auth.login_failed", t0() + Duration::hours(1)))
+            .record(&entry(ada, "auth.login_failed", t0() + Duration::hours(1)), t0())
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
@@ -202,7 +210,7 @@ async fn kinds_filter_and_days_count_in_utc(backend: TestBackend) {
         ("auth.login_succeeded", 49),
     ] {
         f.store
-            .record(&entry(ada, kind, t0() + Duration::hours(hours)))
+            .record(&entry(ada, kind, t0() + Duration::hours(hours)), t0())
             .await
             .unwrap();
     }
@@ -249,11 +257,11 @@ async fn an_erased_user_leaves_nothing_and_late_events_stay_out(backend: TestBac
             user_agent: "ua".into(),
         },
     );
-    f.store.record(&entry(ada, "user.created", t0())).await.unwrap();
-    f.store.record(&entry(bob, "user.created", t0())).await.unwrap();
+    f.store.record(&entry(ada, "user.created", t0()), t0()).await.unwrap();
+    f.store.record(&entry(bob, "user.created", t0()), t0()).await.unwrap();
     f.store.erase_user(ada, t0() + Duration::hours(1)).await.unwrap();
     f.store.erase_user(ada, t0() + Duration::hours(1)).await.unwrap();
-    assert_eq!(f.store.record(&late).await.unwrap(), Recorded::Erased);
+    assert_eq!(f.store.record(&late, t0()).await.unwrap(), Recorded::Erased);
     let figures = f.store.user_figures(ada).await.unwrap();
     assert_eq!(
         (figures.events, figures.active_sessions, figures.created_us),
@@ -267,7 +275,7 @@ async fn pruning_deletes_old_entries_in_bounded_batches(backend: TestBackend) {
     let ada = Uuid::now_v7();
     for days in 0..25 {
         f.store
-            .record(&entry(ada, "auth.login_succeeded", t0() + Duration::days(days)))
+            .record(&entry(ada, "auth.login_succeeded", t0() + Duration::days(days)), t0())
             .await
             .unwrap();
     }
@@ -284,7 +292,33 @@ async fn pruning_deletes_old_entries_in_bounded_batches(backend: TestBackend) {
     assert_eq!(f.store.user_figures(ada).await.unwrap().events, 5);
 }
 
+async fn the_fleet_figures_count_accounts_active_users_and_logins_per_day(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let (ada, bob, cy) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let now = t0() + Duration::days(10);
+    for (user, kind, at) in [
+        (ada, "user.created", t0()),
+        (bob, "user.created", t0()),
+        (cy, "user.created", t0()),
+        (ada, "auth.login_succeeded", now - Duration::hours(2)),
+        (ada, "auth.login_succeeded", now - Duration::hours(1)),
+        (bob, "auth.login_succeeded", now - Duration::days(3)),
+        (cy, "auth.login_failed", now - Duration::hours(1)),
+        (cy, "auth.login_succeeded", now - Duration::days(20)),
+    ] {
+        f.store.record(&entry(user, kind, at), now).await.unwrap();
+    }
+    f.store.erase_user(cy, now).await.unwrap();
+    let figures = f.store.fleet_figures(now - Duration::days(5), now, now).await.unwrap();
+    assert_eq!(figures.users, 2, "the erased account is gone");
+    assert_eq!(figures.active, [1, 2, 2]);
+    let today = fleet_stats::store::micros(now - Duration::hours(1)) / fleet_stats::store::MICROS_PER_DAY;
+    let three_days_ago = fleet_stats::store::micros(now - Duration::days(3)) / fleet_stats::store::MICROS_PER_DAY;
+    assert_eq!(figures.days, [(three_days_ago, 1, 0), (today, 2, 0)]);
+}
+
 backend_tests!(
+    the_fleet_figures_count_accounts_active_users_and_logins_per_day,
     each_event_counts_once_and_the_figures_add_up,
     a_session_ended_before_its_start_arrives_keeps_both,
     pages_walk_every_entry_once_newest_first_while_entries_arrive,

@@ -22,6 +22,7 @@ pub struct Fleet {
     pub admin: u16,
     auth_port: u16,
     users_port: u16,
+    stats_port: u16,
     cert: Option<PathBuf>,
     env: Vec<(String, String)>,
     /// The one component this process runs, if not all of them.
@@ -33,6 +34,7 @@ pub struct Fleet {
 pub struct Split {
     pub users: Fleet,
     pub auth: Fleet,
+    pub stats: Fleet,
     pub gateway: Fleet,
 }
 
@@ -83,6 +85,7 @@ fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     vec![
         ("FLEET_AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE".into(), format!("{exchange}.dead")),
+        ("FLEET_STATS__QUEUE".into(), format!("{exchange}.stats")),
         ("FLEET_EVENTS__EXCHANGE".into(), exchange),
     ]
 }
@@ -108,8 +111,8 @@ impl Fleet {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Fleet {
-        let (auth, users) = (free_port(), free_port());
-        Self::launch(&["run"], auth, users, None, extra).await
+        let ports = [free_port(), free_port(), free_port()];
+        Self::launch(&["run"], ports, None, extra).await
     }
 
     /// A second gateway (`--target gateway`) in front of `front`'s services.
@@ -130,8 +133,7 @@ impl Fleet {
         let cert_path = front.cert_path();
         Self::launch(
             &["run", "--target", "gateway"],
-            front.auth_port,
-            front.users_port,
+            [front.auth_port, front.users_port, front.stats_port],
             Some(cert_path),
             &env,
         )
@@ -145,9 +147,10 @@ impl Fleet {
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
-        let (auth_port, users_port) = (free_port(), free_port());
-        let users = Self::launch(&["run", "--target", "users"], auth_port, users_port, None, extra).await;
-        let auth = Self::launch(&["run", "--target", "auth"], auth_port, users_port, None, extra).await;
+        let ports = [free_port(), free_port(), free_port()];
+        let users = Self::launch(&["run", "--target", "users"], ports, None, extra).await;
+        let auth = Self::launch(&["run", "--target", "auth"], ports, None, extra).await;
+        let stats = Self::launch(&["run", "--target", "stats"], ports, None, extra).await;
         let tls = fleet_gateway::tls::development_certificate(&users.data_dir().join("tls")).unwrap();
         let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
         let mut env = vec![
@@ -155,18 +158,18 @@ impl Fleet {
             ("FLEET_GATEWAY__TLS_KEY", key.as_str()),
         ];
         env.extend_from_slice(extra);
-        let gateway = Self::launch(
-            &["run", "--target", "gateway"],
-            auth_port,
-            users_port,
-            Some(tls.cert.clone()),
-            &env,
-        )
-        .await;
-        Split { users, auth, gateway }
+        let gateway = Self::launch(&["run", "--target", "gateway"], ports, Some(tls.cert.clone()), &env).await;
+        Split {
+            users,
+            auth,
+            stats,
+            gateway,
+        }
     }
 
-    async fn launch(args: &[&str], auth: u16, users: u16, cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
+    /// Starts `fleet` with `args`; the services listen on `[auth, users, stats]`.
+    async fn launch(args: &[&str], ports: [u16; 3], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
+        let [auth, users, stats] = ports;
         let dir = tempfile::tempdir().unwrap();
         let (https, http, admin) = (free_port(), free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
@@ -176,6 +179,8 @@ impl Fleet {
             ("FLEET_AUTH__URL".into(), format!("http://127.0.0.1:{auth}")),
             ("FLEET_USERS__LISTEN".into(), format!("127.0.0.1:{users}")),
             ("FLEET_USERS__URL".into(), format!("http://127.0.0.1:{users}")),
+            ("FLEET_STATS__LISTEN".into(), format!("127.0.0.1:{stats}")),
+            ("FLEET_STATS__URL".into(), format!("http://127.0.0.1:{stats}")),
             ("FLEET_GATEWAY__HTTPS_LISTEN".into(), format!("127.0.0.1:{https}")),
             ("FLEET_GATEWAY__HTTP_LISTEN".into(), format!("127.0.0.1:{http}")),
             ("FLEET_ADMIN_LISTEN".into(), format!("127.0.0.1:{admin}")),
@@ -201,6 +206,7 @@ impl Fleet {
             admin,
             auth_port: auth,
             users_port: users,
+            stats_port: stats,
             cert,
             env,
             target: args
@@ -221,9 +227,12 @@ impl Fleet {
             match self.target.as_deref() {
                 Some("users") if serving(self.users_port).await => return,
                 Some("auth") if serving(self.auth_port).await => return,
-                Some("users" | "auth") => {}
+                Some("stats") if serving(self.stats_port).await => return,
+                Some("users" | "auth" | "stats") => {}
                 _ => {
-                    let services_up = serving(self.auth_port).await && serving(self.users_port).await;
+                    let services_up = serving(self.auth_port).await
+                        && serving(self.users_port).await
+                        && serving(self.stats_port).await;
                     if services_up && self.cert_path().exists() {
                         let health = self.client(Proto::Http1).get(self.url("/health")).send().await;
                         if health.is_ok_and(|r| r.status() == 200) {

@@ -19,4 +19,5 @@ mod ratelimit;
 mod rest;
 mod security;
 mod sockets;
+mod stats;
 mod traces;

@@ -30,6 +30,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/users/{id}"),
     ("delete", "/api/v1/users/{id}"),
     ("delete", "/api/v1/users/{id}/sessions"),
+    ("get", "/api/v1/stats/user"),
+    ("get", "/api/v1/stats/activity"),
+    ("get", "/api/v1/stats/sessions"),
+    ("get", "/api/v1/stats/overview"),
 ];
 
 #[tokio::test]

@@ -177,7 +177,9 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
         ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
     ];
-    let Split { users, auth, gateway } = Fleet::split(&env).await;
+    let Split {
+        users, auth, gateway, ..
+    } = Fleet::split(&env).await;
     let api = Api::new(&gateway, Proto::Http1);
     api.register("ada@example.com", "Ada").await;
 

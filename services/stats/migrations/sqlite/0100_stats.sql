@@ -28,6 +28,12 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_user ON sessions (user_id);
 
+-- Accounts whose creation was seen, for the fleet's figures.
+CREATE TABLE accounts (
+    user_id     BLOB PRIMARY KEY,
+    created_us  INTEGER NOT NULL
+);
+
 -- Users whose data was erased: a late or redelivered event of theirs is
 -- not projected again.
 CREATE TABLE erased_users (
