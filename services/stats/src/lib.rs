@@ -7,6 +7,7 @@
 pub mod api;
 pub mod feed;
 pub mod projection;
+pub mod sql;
 pub mod store;
 
 use std::sync::Arc;

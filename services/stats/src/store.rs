@@ -17,7 +17,10 @@ use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, StatsProjected, UserC
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
-use crate::projection::{Entry, SessionChange};
+use crate::{
+    projection::{Entry, SessionChange},
+    sql,
+};
 
 /// The stats service's migrations.
 pub fn migrations() -> Migrations {
@@ -200,8 +203,6 @@ fn created_kind() -> &'static str {
     event_type(&Payload::UserCreated(UserCreated::default()))
 }
 
-const ENTRY_COLUMNS: &str = "id, kind, occurred_us, ip, user_agent, details";
-
 macro_rules! sql_stats_store {
     ($db:ty) => {
         #[async_trait::async_trait]
@@ -303,7 +304,7 @@ macro_rules! sql_stats_store {
                 .await
                 .context("recording an erasure")?;
                 for table in [
-                    "DELETE FROM activity WHERE user_id = $1",
+                    sql::ERASE,
                     "DELETE FROM sessions WHERE user_id = $1",
                     "DELETE FROM accounts WHERE user_id = $1",
                 ] {
@@ -320,12 +321,9 @@ macro_rules! sql_stats_store {
 
             async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures> {
                 let of_kind = |kind: &'static str| {
-                    sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(
-                        "SELECT COUNT(*), MAX(occurred_us), MIN(occurred_us) FROM activity \
-                         WHERE user_id = $1 AND kind = $2",
-                    )
-                    .bind(user_id)
-                    .bind(kind)
+                    sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(sql::OF_KIND)
+                        .bind(user_id)
+                        .bind(kind)
                 };
                 let (logins, last_login_us, _) = of_kind(login_kind())
                     .fetch_one(&self.pool)
@@ -339,7 +337,7 @@ macro_rules! sql_stats_store {
                     .fetch_one(&self.pool)
                     .await
                     .context("reading the creation")?;
-                let (events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM activity WHERE user_id = $1")
+                let (events,): (i64,) = sqlx::query_as(sql::COUNT)
                     .bind(user_id)
                     .fetch_one(&self.pool)
                     .await
@@ -361,12 +359,12 @@ macro_rules! sql_stats_store {
             }
 
             async fn activity(&self, q: &ActivityQuery) -> anyhow::Result<Vec<EntryRow>> {
-                let kind = if q.kind.is_some() { " AND kind = $6" } else { "" };
-                let sql = format!(
-                    "SELECT {ENTRY_COLUMNS} FROM activity WHERE user_id = $1{kind} AND occurred_us >= $2 \
-                     AND (occurred_us, id) < ($3, $4) ORDER BY occurred_us DESC, id DESC LIMIT $5"
-                );
-                let mut query = sqlx::query_as::<_, EntryRow>(&sql)
+                let sql = if q.kind.is_some() {
+                    sql::PAGE_OF_KIND
+                } else {
+                    sql::PAGE
+                };
+                let mut query = sqlx::query_as::<_, EntryRow>(sql)
                     .bind(q.user_id)
                     .bind(q.from_us)
                     .bind(q.before.0)
@@ -385,13 +383,12 @@ macro_rules! sql_stats_store {
                 from_us: i64,
                 to_us: i64,
             ) -> anyhow::Result<Vec<(i64, i64)>> {
-                let filter = if kind.is_some() { " AND kind = $5" } else { "" };
-                let sql = format!(
-                    "SELECT occurred_us / $4 AS day, COUNT(*) FROM activity \
-                     WHERE user_id = $1{filter} AND occurred_us >= $2 AND occurred_us < $3 \
-                     GROUP BY day ORDER BY day"
-                );
-                let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+                let sql = if kind.is_some() {
+                    sql::DAILY_OF_KIND
+                } else {
+                    sql::DAILY
+                };
+                let mut query = sqlx::query_as::<_, (i64, i64)>(sql)
                     .bind(user_id)
                     .bind(from_us)
                     .bind(to_us)
@@ -446,46 +443,35 @@ macro_rules! sql_stats_store {
                     .context("counting accounts")?;
                 let mut active = [0; 3];
                 for (slot, days) in active.iter_mut().zip([1, 7, 30]) {
-                    let (n,): (i64,) = sqlx::query_as(
-                        "SELECT COUNT(DISTINCT user_id) FROM activity WHERE occurred_us >= $1 AND kind = $2",
-                    )
-                    .bind(micros(now) - days * MICROS_PER_DAY)
-                    .bind(login_kind())
-                    .fetch_one(&self.pool)
-                    .await
-                    .context("counting active users")?;
+                    let (n,): (i64,) = sqlx::query_as(sql::ACTIVE_USERS)
+                        .bind(micros(now) - days * MICROS_PER_DAY)
+                        .bind(login_kind())
+                        .fetch_one(&self.pool)
+                        .await
+                        .context("counting active users")?;
                     *slot = n;
                 }
-                let days: Vec<(i64, i64, i64)> = sqlx::query_as(
-                    "SELECT occurred_us / $3 AS day, \
-                     CAST(SUM(CASE WHEN kind = $4 THEN 1 ELSE 0 END) AS BIGINT), \
-                     CAST(SUM(CASE WHEN kind = $5 THEN 1 ELSE 0 END) AS BIGINT) \
-                     FROM activity WHERE occurred_us >= $1 AND occurred_us < $2 AND kind IN ($4, $5) \
-                     GROUP BY day ORDER BY day",
-                )
-                .bind(micros(from))
-                .bind(micros(to))
-                .bind(MICROS_PER_DAY)
-                .bind(login_kind())
-                .bind(failed_login_kind())
-                .fetch_all(&self.pool)
-                .await
-                .context("counting logins per day")?;
+                let days: Vec<(i64, i64, i64)> = sqlx::query_as(sql::FLEET_DAYS)
+                    .bind(micros(from))
+                    .bind(micros(to))
+                    .bind(MICROS_PER_DAY)
+                    .bind(login_kind())
+                    .bind(failed_login_kind())
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("counting logins per day")?;
                 Ok(FleetFigures { users, active, days })
             }
 
             async fn prune(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
                 let before = micros(before);
-                let entries = sqlx::query(
-                    "DELETE FROM activity WHERE id IN \
-                     (SELECT id FROM activity WHERE occurred_us < $1 LIMIT $2)",
-                )
-                .bind(before)
-                .bind(batch)
-                .execute(&self.pool)
-                .await
-                .context("pruning activity")?
-                .rows_affected();
+                let entries = sqlx::query(sql::PRUNE)
+                    .bind(before)
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await
+                    .context("pruning activity")?
+                    .rows_affected();
                 let sessions = sqlx::query(
                     "DELETE FROM sessions WHERE id IN \
                      (SELECT id FROM sessions WHERE ended_us < $1 LIMIT $2)",
