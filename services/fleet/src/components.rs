@@ -169,6 +169,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     registry.register_collector(Box::new(process.clone()));
     let gateway_metrics = fleet_gateway::metrics::GatewayMetrics::register(&mut registry);
     let auth_metrics = fleet_auth::AuthMetrics::register(&mut registry);
+    let stats_metrics = fleet_stats::metrics::StatsMetrics::register(&mut registry);
 
     let mut tasks = tokio::task::JoinSet::new();
     let admin = crate::admin_http::serve(config.admin_listen, Arc::new(registry), shutdown.clone());
@@ -232,6 +233,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                     verifier: service_verifier(&config, &clock, &revoked)?,
                     users: channel(&config.users.url)?,
                     settings: config.stats.settings.clone(),
+                    metrics: stats_metrics.clone(),
                 };
                 tasks.spawn(async move { ("stats", fleet_stats::serve(deps, listener, stop).await) });
             }

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    metrics::StatsMetrics,
     projection::{Projected, Unprojectable, project},
     store::{Recorded, StatsStore},
 };
@@ -41,12 +42,18 @@ pub struct Recorder {
     store: Arc<dyn StatsStore>,
     relay: OutboxRelay,
     clock: SharedClock,
+    metrics: StatsMetrics,
 }
 
 impl Recorder {
     /// A recorder writing to `store`, waking `relay` for the notices.
-    pub fn new(store: Arc<dyn StatsStore>, relay: OutboxRelay, clock: SharedClock) -> Self {
-        Self { store, relay, clock }
+    pub fn new(store: Arc<dyn StatsStore>, relay: OutboxRelay, clock: SharedClock, metrics: StatsMetrics) -> Self {
+        Self {
+            store,
+            relay,
+            clock,
+            metrics,
+        }
     }
 
     /// Projects one event; what happened.
@@ -62,6 +69,10 @@ impl Recorder {
         if recorded != Some(Recorded::Duplicate) {
             self.relay.wake();
         }
+        let occurred = event.occurred_at.as_ref().and_then(fleet_kit::time::from_timestamp);
+        #[allow(clippy::cast_precision_loss)] // milliseconds of lag, far below 2^52
+        let lag = occurred.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
+        self.metrics.observe(lag, recorded);
         Ok(recorded)
     }
 }

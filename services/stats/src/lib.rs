@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod feed;
+pub mod metrics;
 pub mod projection;
 pub mod sql;
 pub mod store;
@@ -63,6 +64,8 @@ pub struct Deps {
     pub users: Channel,
     /// Its settings.
     pub settings: StatsSettings,
+    /// Where its figures are counted.
+    pub metrics: metrics::StatsMetrics,
 }
 
 /// Makes the store ready.
@@ -78,7 +81,12 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
     let store = store::stats_store(&deps.db);
     let relay = OutboxRelay::new(&deps.db, deps.bus.clone(), deps.clock.clone());
     let relay_task = tokio::spawn(relay.clone().run(shutdown.clone().cancelled_owned()));
-    let recorder = Arc::new(feed::Recorder::new(store.clone(), relay, deps.clock.clone()));
+    let recorder = Arc::new(feed::Recorder::new(
+        store.clone(),
+        relay,
+        deps.clock.clone(),
+        deps.metrics,
+    ));
     let feed_task = tokio::spawn(feed::run(deps.feed, recorder, shutdown.clone()));
     let retention = Duration::days(i64::from(deps.settings.retention_days));
     let prune_task = tokio::spawn(prune_forever(

@@ -112,6 +112,14 @@ async fn the_activity_log_and_its_figures_through_fleet_run() {
     let fleet = Fleet::start().await;
     let api = Api::new(&fleet, Proto::Http2);
     let (ada, token) = a_day_in_the_life(&api).await;
+    let metrics = fleet.metrics().await;
+    for line in [
+        "stats_entries_written_total 7",
+        "stats_duplicates_skipped_total 0",
+        r#"events_consumer_lag_seconds{consumer="stats"} "#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 
     // Cached, and fresh again once a new event is projected.
     // (A read may still miss while the last notices arrive; then one hits.)
