@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_kit::testing::{TestBackend, backend_available, database};
+use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -207,4 +207,56 @@ async fn split_processes_on_postgresql_and_rabbitmq_count_the_same() {
     a_day_in_the_life(&api).await;
     let log = split.stats.log();
     assert!(!log.contains("\"ERROR\""), "stats logged errors: {log}");
+}
+
+#[tokio::test]
+async fn with_rabbitmq_cut_events_wait_and_the_figures_catch_up_exactly() {
+    if !backend_available("RabbitMQ", "127.0.0.1:5672").await {
+        return;
+    }
+    let relay = TcpRelay::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port);
+    let exchange = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
+    let (dead, queue) = (format!("{exchange}.dead"), format!("{exchange}.stats"));
+    let fleet = Fleet::start_with(&[
+        ("FLEET_AMQP_URL", url.as_str()),
+        ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
+        ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
+        ("FLEET_STATS__QUEUE", queue.as_str()),
+    ])
+    .await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    // user.created, auth.login_succeeded, session.created.
+    until(&api, "/api/v1/stats/user", &token, |s| s["events_total"] == 3).await;
+
+    relay.set_cut(true);
+    api.login("ada@example.com").await;
+    api.login("ada@example.com").await;
+    let wrong = json!({"email": "ada@example.com", "password": "not the password at all"});
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/auth/login", None, Some(wrong))
+            .await
+            .status,
+        401
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = api.call(Method::GET, "/api/v1/stats/user", Some(&token), None).await;
+    assert_eq!(
+        waiting.body["events_total"], 3,
+        "nothing reached stats: {}",
+        waiting.body
+    );
+
+    relay.set_cut(false);
+    let user = until(&api, "/api/v1/stats/user", &token, |s| s["events_total"] == 8).await;
+    assert_eq!(
+        (&user["logins_total"], &user["failed_logins_total"]),
+        (&json!(3), &json!(1)),
+        "{user}"
+    );
+    // And it stays exact: nothing is counted twice once the backlog is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = until(&api, "/api/v1/stats/user", &token, |_| true).await;
+    assert_eq!(settled["events_total"], 8, "{settled}");
 }
