@@ -8,7 +8,7 @@ use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Fleet, Proto, assert_problem};
+use crate::harness::{Api, Fleet, PATIENT_REDIS, Proto, assert_problem};
 
 /// Reads `path` until `done` holds, boundedly; the last answer.
 async fn until(api: &Api<'_>, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -259,4 +259,48 @@ async fn with_rabbitmq_cut_events_wait_and_the_figures_catch_up_exactly() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = until(&api, "/api/v1/stats/user", &token, |_| true).await;
     assert_eq!(settled["events_total"], 8, "{settled}");
+}
+
+#[tokio::test]
+async fn a_login_empties_the_cached_figures_on_two_gateways_sharing_redis() {
+    if !backend_available("Redis", "127.0.0.1:6379").await || !backend_available("RabbitMQ", "127.0.0.1:5672").await {
+        return;
+    }
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let exchange = format!("fleet.test.{id}");
+    let (dead, queue, prefix) = (
+        format!("{exchange}.dead"),
+        format!("{exchange}.stats"),
+        format!("fleet-test:{id}:"),
+    );
+    let shared = [
+        ("FLEET_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("FLEET_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
+        ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
+        ("FLEET_STATS__QUEUE", queue.as_str()),
+        ("FLEET_GATEWAY__CACHE__KEY_PREFIX", prefix.as_str()),
+        PATIENT_REDIS,
+    ];
+    let one = Fleet::start_with(&shared).await;
+    let two = Fleet::gateway_for(&one, &shared).await;
+    let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
+    let (_, ada) = a.signed_in("ada@example.com", "Ada").await;
+    until(&a, "/api/v1/stats/user", &ada, |s| s["logins_total"] == 1).await;
+    // Settled on both, then cached and shared through Redis.
+    until(&b, "/api/v1/stats/user", &ada, |s| s["logins_total"] == 1).await;
+    let mut shared_hit = false;
+    for _ in 0..50 {
+        let read = b.call(Method::GET, "/api/v1/stats/user", Some(&ada), None).await;
+        if read.header("cache-status").is_some_and(|s| s.starts_with("fleet; hit")) {
+            shared_hit = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shared_hit, "settled figures are served from the cache");
+
+    a.login("ada@example.com").await;
+    until(&a, "/api/v1/stats/user", &ada, |s| s["logins_total"] == 2).await;
+    until(&b, "/api/v1/stats/user", &ada, |s| s["logins_total"] == 2).await;
 }
