@@ -123,7 +123,7 @@ async fn prune_forever(
     shutdown: CancellationToken,
 ) {
     loop {
-        match prune_expired(store.as_ref(), clock.now() - retention).await {
+        match enforce_retention(store.as_ref(), clock.as_ref(), retention).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "pruned old activity"),
             Err(err) => tracing::warn!(error = format!("{err:#}"), "pruning activity failed"),
@@ -135,8 +135,14 @@ async fn prune_forever(
     }
 }
 
-/// Deletes everything older than `before`, a batch at a time; how many.
-pub async fn prune_expired(store: &dyn store::StatsStore, before: DateTime<Utc>) -> anyhow::Result<u64> {
+/// Deletes what is older than `retention` as `clock` tells the time, a
+/// batch at a time; how many.
+pub async fn enforce_retention(
+    store: &dyn store::StatsStore,
+    clock: &dyn fleet_kit::clock::Clock,
+    retention: Duration,
+) -> anyhow::Result<u64> {
+    let before: DateTime<Utc> = clock.now() - retention;
     let mut total = 0;
     loop {
         let deleted = store.prune(before, PRUNE_BATCH).await?;

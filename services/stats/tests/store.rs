@@ -317,7 +317,32 @@ async fn the_fleet_figures_count_accounts_active_users_and_logins_per_day(backen
     assert_eq!(figures.days, [(three_days_ago, 1, 0), (today, 2, 0)]);
 }
 
+async fn retention_prunes_what_the_clock_says_is_too_old(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    for days in [0, 100, 364, 366, 500] {
+        f.store
+            .record(&entry(ada, "auth.login_succeeded", t0() - Duration::days(days)), t0())
+            .await
+            .unwrap();
+    }
+    let clock = fleet_kit::clock::ManualClock::new(t0());
+    let retention = Duration::days(365);
+    let deleted = fleet_stats::enforce_retention(f.store.as_ref(), &clock, retention)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "366 and 500 days old");
+    assert_eq!(f.store.user_figures(ada).await.unwrap().events, 3);
+    // A year on, the rest has aged out too.
+    clock.advance(Duration::days(366));
+    fleet_stats::enforce_retention(f.store.as_ref(), &clock, retention)
+        .await
+        .unwrap();
+    assert_eq!(f.store.user_figures(ada).await.unwrap().events, 0);
+}
+
 backend_tests!(
+    retention_prunes_what_the_clock_says_is_too_old,
     the_fleet_figures_count_accounts_active_users_and_logins_per_day,
     each_event_counts_once_and_the_figures_add_up,
     a_session_ended_before_its_start_arrives_keeps_both,
