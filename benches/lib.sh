@@ -3,8 +3,8 @@
 # binary), $work (a scratch directory) and the array pids=() to exist.
 
 # "name port-base [NAME=value...] [-- fleet args...]": a fleet whose
-# listeners sit at port-base+43 (HTTPS), +80 (HTTP), +90 (admin), +51 (auth)
-# and +52 (users); NAME=value pairs are added to its environment. The server
+# listeners sit at port-base+43 (HTTPS), +80 (HTTP), +90 (admin), +51 (auth),
+# +52 (users) and +53 (stats); NAME=value pairs are added to its environment. The server
 # is wrapped in $FLEET_WRAP (e.g. "taskset -c 0") when set. Waits until
 # /health answers on HTTP (HTTPS when the gateway redirects).
 start_fleet() {
@@ -25,6 +25,7 @@ start_fleet() {
     FLEET_DATA_DIR="$work/$name/data" FLEET_LOG__LEVEL=error \
     FLEET_AUTH__LISTEN=127.0.0.1:$((p + 51)) FLEET_AUTH__URL=http://127.0.0.1:$((p + 51)) \
     FLEET_USERS__LISTEN=127.0.0.1:$((p + 52)) FLEET_USERS__URL=http://127.0.0.1:$((p + 52)) \
+    FLEET_STATS__LISTEN=127.0.0.1:$((p + 53)) FLEET_STATS__URL=http://127.0.0.1:$((p + 53)) \
     FLEET_GATEWAY__HTTP_LISTEN=127.0.0.1:$((p + 80)) FLEET_GATEWAY__HTTPS_LISTEN=127.0.0.1:$((p + 43)) \
     FLEET_ADMIN_LISTEN=127.0.0.1:$((p + 90)) FLEET_GATEWAY__RATE_LIMIT__ENABLED=false \
     "${envs[@]}" ${FLEET_WRAP:-} "$fleet" "${args[@]}" >"$work/$name/fleet.log" 2>&1 &
@@ -36,10 +37,11 @@ start_fleet() {
   done
   for _ in $(seq 1 150); do
     case "$target" in
-      auth | users)
+      auth | users | stats)
         # A gRPC port that accepts connections is enough here.
         local port=$((p + 51))
         [ "$target" = users ] && port=$((p + 52))
+        [ "$target" = stats ] && port=$((p + 53))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         ;;
       *)

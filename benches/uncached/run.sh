@@ -95,9 +95,10 @@ mode_up() {
         -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
       local shared=(FLEET_DATABASE_URL="$pg_url" FLEET_AMQP_URL="$amqp_url"
         FLEET_EVENTS__EXCHANGE="bench.$$.events" FLEET_EVENTS__DEAD_LETTER_EXCHANGE="bench.$$.dead"
-        FLEET_TOKENS__SERVICE_SECRET="$(openssl rand -base64 32)")
+        FLEET_STATS__QUEUE="bench.$$.stats" FLEET_TOKENS__SERVICE_SECRET="$(openssl rand -base64 32)")
       start_fleet users 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19291 -- run --target users
       start_fleet auth 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19292 -- run --target auth
+      start_fleet stats 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19293 -- run --target stats
       start_fleet gateway 19200 "${shared[@]}" FLEET_GATEWAY__TLS_CERT="$work/cert.pem" \
         FLEET_GATEWAY__TLS_KEY="$work/key.pem" -- run --target gateway
       base=https://127.0.0.1:19243

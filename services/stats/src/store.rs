@@ -43,6 +43,11 @@ pub fn instant(us: i64) -> DateTime<Utc> {
 /// A day, as the number of whole days since the epoch (UTC).
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// The UTC day (days since the epoch) of `us`.
+pub fn day_of(us: i64) -> i64 {
+    us.div_euclid(MICROS_PER_DAY)
+}
+
 /// What recording an entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -142,7 +147,8 @@ pub trait StatsStore: Send + Sync + 'static {
     async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures>;
     /// A page of a user's entries.
     async fn activity(&self, query: &ActivityQuery) -> anyhow::Result<Vec<EntryRow>>;
-    /// A user's entries per day (days since the epoch) in `[from_us, to_us)`.
+    /// A user's entries per day (days since the epoch), over every whole UTC
+    /// day that `[from_us, to_us)` touches.
     async fn daily(
         &self,
         user_id: Uuid,
@@ -240,6 +246,13 @@ macro_rules! sql_stats_store {
                 if added == 0 {
                     return Ok(Recorded::Duplicate);
                 }
+                sqlx::query(sql::COUNT_ONE)
+                    .bind(entry.user_id)
+                    .bind(day_of(occurred_us))
+                    .bind(&entry.kind)
+                    .execute(&mut *tx)
+                    .await
+                    .context("counting an entry")?;
                 match &entry.session {
                     // Events may arrive out of order: a start seen after the
                     // end keeps the end and moves the start back.
@@ -305,6 +318,7 @@ macro_rules! sql_stats_store {
                 .context("recording an erasure")?;
                 for table in [
                     sql::ERASE,
+                    sql::ERASE_DAYS,
                     "DELETE FROM sessions WHERE user_id = $1",
                     "DELETE FROM accounts WHERE user_id = $1",
                 ] {
@@ -320,28 +334,35 @@ macro_rules! sql_stats_store {
             }
 
             async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures> {
-                let of_kind = |kind: &'static str| {
-                    sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(sql::OF_KIND)
+                let count = |sql: &'static str, kind: Option<&'static str>| {
+                    let query = sqlx::query_as::<_, (i64,)>(sql).bind(user_id);
+                    let query = match kind {
+                        Some(kind) => query.bind(kind),
+                        None => query,
+                    };
+                    query.fetch_one(&self.pool)
+                };
+                let instant_of = |sql: &'static str, kind: &'static str| {
+                    sqlx::query_as::<_, (i64,)>(sql)
                         .bind(user_id)
                         .bind(kind)
+                        .fetch_optional(&self.pool)
                 };
-                let (logins, last_login_us, _) = of_kind(login_kind())
-                    .fetch_one(&self.pool)
+                let (logins,) = count(sql::COUNT_OF_KIND, Some(login_kind()))
                     .await
                     .context("counting logins")?;
-                let (failed_logins, _, _) = of_kind(failed_login_kind())
-                    .fetch_one(&self.pool)
+                let (failed_logins,) = count(sql::COUNT_OF_KIND, Some(failed_login_kind()))
                     .await
                     .context("counting failures")?;
-                let (_, _, created_us) = of_kind(created_kind())
-                    .fetch_one(&self.pool)
+                let (events,) = count(sql::COUNT, None).await.context("counting entries")?;
+                let last_login_us = instant_of(sql::LATEST_OF_KIND, login_kind())
                     .await
-                    .context("reading the creation")?;
-                let (events,): (i64,) = sqlx::query_as(sql::COUNT)
-                    .bind(user_id)
-                    .fetch_one(&self.pool)
+                    .context("reading the last login")?
+                    .map(|(us,)| us);
+                let created_us = instant_of(sql::EARLIEST_OF_KIND, created_kind())
                     .await
-                    .context("counting entries")?;
+                    .context("reading the creation")?
+                    .map(|(us,)| us);
                 let (active_sessions,): (i64,) =
                     sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_us IS NULL")
                         .bind(user_id)
@@ -383,6 +404,11 @@ macro_rules! sql_stats_store {
                 from_us: i64,
                 to_us: i64,
             ) -> anyhow::Result<Vec<(i64, i64)>> {
+                // Every whole UTC day the range touches.
+                if from_us >= to_us {
+                    return Ok(Vec::new());
+                }
+                let (first, past) = (day_of(from_us), day_of(to_us - 1) + 1);
                 let sql = if kind.is_some() {
                     sql::DAILY_OF_KIND
                 } else {
@@ -390,9 +416,8 @@ macro_rules! sql_stats_store {
                 };
                 let mut query = sqlx::query_as::<_, (i64, i64)>(sql)
                     .bind(user_id)
-                    .bind(from_us)
-                    .bind(to_us)
-                    .bind(MICROS_PER_DAY);
+                    .bind(first)
+                    .bind(past);
                 if let Some(kind) = kind {
                     query = query.bind(kind);
                 }
@@ -451,10 +476,14 @@ macro_rules! sql_stats_store {
                         .context("counting active users")?;
                     *slot = n;
                 }
+                let (first, past) = if from < to {
+                    (day_of(micros(from)), day_of(micros(to) - 1) + 1)
+                } else {
+                    (0, 0)
+                };
                 let days: Vec<(i64, i64, i64)> = sqlx::query_as(sql::FLEET_DAYS)
-                    .bind(micros(from))
-                    .bind(micros(to))
-                    .bind(MICROS_PER_DAY)
+                    .bind(first)
+                    .bind(past)
                     .bind(login_kind())
                     .bind(failed_login_kind())
                     .fetch_all(&self.pool)
@@ -482,6 +511,14 @@ macro_rules! sql_stats_store {
                 .await
                 .context("pruning sessions")?
                 .rows_affected();
+                // Counts go by whole days, once the entries of those days are gone.
+                if entries < batch as u64 {
+                    sqlx::query(sql::PRUNE_DAYS)
+                        .bind(day_of(before))
+                        .execute(&self.pool)
+                        .await
+                        .context("pruning daily counts")?;
+                }
                 Ok(entries.max(sessions))
             }
         }

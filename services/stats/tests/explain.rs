@@ -67,38 +67,38 @@ async fn every_read_of_the_activity_log_uses_an_index() {
                 Bind::Text("auth.login_failed"),
             ],
         ),
-        (
-            "daily",
-            sql::DAILY,
-            vec![Bind::Id(user), Bind::Int(0), Bind::Int(DAY), Bind::Int(DAY)],
-        ),
+        ("daily", sql::DAILY, vec![Bind::Id(user), Bind::Int(0), Bind::Int(30)]),
         (
             "daily of a kind",
             sql::DAILY_OF_KIND,
-            vec![
-                Bind::Id(user),
-                Bind::Int(0),
-                Bind::Int(DAY),
-                Bind::Int(DAY),
-                Bind::Text("x"),
-            ],
+            vec![Bind::Id(user), Bind::Int(0), Bind::Int(30), Bind::Text("x")],
         ),
-        ("figures of a kind", sql::OF_KIND, vec![Bind::Id(user), Bind::Text("x")]),
+        (
+            "count of a kind",
+            sql::COUNT_OF_KIND,
+            vec![Bind::Id(user), Bind::Text("x")],
+        ),
         ("count", sql::COUNT, vec![Bind::Id(user)]),
+        (
+            "latest of a kind",
+            sql::LATEST_OF_KIND,
+            vec![Bind::Id(user), Bind::Text("x")],
+        ),
+        (
+            "earliest of a kind",
+            sql::EARLIEST_OF_KIND,
+            vec![Bind::Id(user), Bind::Text("x")],
+        ),
         ("active users", sql::ACTIVE_USERS, vec![Bind::Int(0), kind]),
         (
             "fleet days",
             sql::FLEET_DAYS,
-            vec![
-                Bind::Int(0),
-                Bind::Int(DAY),
-                Bind::Int(DAY),
-                Bind::Text("a"),
-                Bind::Text("b"),
-            ],
+            vec![Bind::Int(0), Bind::Int(30), Bind::Text("a"), Bind::Text("b")],
         ),
         ("prune", sql::PRUNE, vec![Bind::Int(DAY), Bind::Int(1000)]),
         ("erase", sql::ERASE, vec![Bind::Id(user)]),
+        ("erase counts", sql::ERASE_DAYS, vec![Bind::Id(user)]),
+        ("prune counts", sql::PRUNE_DAYS, vec![Bind::Int(30)]),
     ];
     let mut conn = pool.acquire().await.unwrap();
     // Without this, a small table is always cheapest to scan.

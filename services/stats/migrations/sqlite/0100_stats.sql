@@ -17,6 +17,19 @@ CREATE INDEX activity_user_kind_time ON activity (user_id, kind, occurred_us DES
 -- Retention and the fleet overview read by time.
 CREATE INDEX activity_time ON activity (occurred_us);
 
+-- Entries per user, UTC day (days since the epoch) and kind, kept with the
+-- log in the same transaction: counts and daily figures read a few rows
+-- however long a user's history is.
+CREATE TABLE activity_days (
+    user_id  BLOB NOT NULL,
+    day      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    entries  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, day, kind)
+);
+-- The fleet's figures per day, and retention.
+CREATE INDEX activity_days_day ON activity_days (day, kind);
+
 -- Sessions as their events describe them.
 CREATE TABLE sessions (
     id          BLOB PRIMARY KEY,
