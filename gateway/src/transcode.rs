@@ -138,7 +138,31 @@ pub fn response_json(message: &DynamicMessage) -> Result<Vec<u8>, serde_json::Er
         .stringify_64_bit_integers(false);
     let mut value = message.serialize_with_options(serde_json::value::Serializer, &options)?;
     fill_unset(message, &mut value);
+    whole_numbers(&mut value);
     serde_json::to_vec(&value)
+}
+
+/// Prints a whole floating-point number as an integer (`5`, not `5.0`): a
+/// `google.protobuf.Struct` holds every number as a double, and JSON does
+/// not tell the two apart.
+fn whole_numbers(value: &mut serde_json::Value) {
+    /// Doubles represent every integer up to 2^53 exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                #[allow(clippy::cast_possible_truncation)] // whole and within ±2^53
+                let whole = f as i64;
+                *value = serde_json::Value::from(whole);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// Writes `null` for every unset field with presence, in `message` and in
@@ -290,6 +314,11 @@ mod tests {
                 "user": null, "mfa_required": false, "mfa_token": "", "methods": [],
             })
         );
+        // Whole doubles print as integers; others as they are.
+        let mut numbers = serde_json::json!({"a": 5.0, "b": [0.5, -2.0], "c": {"d": 1e300}});
+        whole_numbers(&mut numbers);
+        assert_eq!(numbers, serde_json::json!({"a": 5, "b": [0.5, -2], "c": {"d": 1e300}}));
+        assert!(numbers["a"].is_i64() && numbers["c"]["d"].is_f64());
         // At every depth: a list item's unset fields are null, its defaults printed.
         let desc = pool.get_message_by_name("fleet.users.v1.ListUsersResponse").unwrap();
         let user_desc = pool.get_message_by_name("fleet.users.v1.User").unwrap();

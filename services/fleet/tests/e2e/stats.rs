@@ -74,6 +74,10 @@ async fn a_day_in_the_life(api: &Api<'_>) -> (Value, String) {
     assert_eq!(kinds.iter().filter(|k| **k == "auth.login_succeeded").count(), 2);
     let failed = items.iter().find(|i| i["kind"] == "auth.login_failed").unwrap();
     assert!(failed["details"].is_object() && failed["ip"] == "127.0.0.1", "{failed}");
+    assert!(
+        failed["details"]["consecutive_failures"].is_u64(),
+        "a whole number: {failed}"
+    );
     for item in items {
         for field in ["id", "kind", "occurred_at", "ip", "user_agent", "details"] {
             assert!(!item[field].is_null(), "{field} in {item}");
