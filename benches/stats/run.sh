@@ -87,11 +87,11 @@ load_started=$(date +%s)
 sql "
   INSERT INTO stats.activity (id, user_id, kind, occurred_us, ip, user_agent, details)
   SELECT gen_random_uuid(), '$user', CASE WHEN g % 10 = 0 THEN 'auth.login_failed' ELSE 'auth.login_succeeded' END,
-         $now_us - (g::bigint * $month_us / $USER_ROWS), '192.0.2.1', 'bench', '{}'
+         $now_us - g::bigint * ($month_us / $USER_ROWS), '192.0.2.1', 'bench', '{}'
   FROM generate_series(1, $USER_ROWS) g;
   INSERT INTO stats.activity (id, user_id, kind, occurred_us, ip, user_agent, details)
   SELECT gen_random_uuid(), md5((g % 10000)::text)::uuid, 'auth.login_succeeded',
-         $now_us - (g::bigint * $month_us / GREATEST($others, 1)), '192.0.2.1', 'bench', '{}'
+         $now_us - g::bigint * ($month_us / GREATEST($others, 1)), '192.0.2.1', 'bench', '{}'
   FROM generate_series(1, $others) g;
   INSERT INTO stats.activity_days (user_id, day, kind, entries)
   SELECT user_id, occurred_us / 86400000000, kind, COUNT(*) FROM stats.activity

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use fleet_proto::events::v1::Event;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     options::{
@@ -188,6 +188,23 @@ pub enum HandleError {
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event; called at most once per event id that succeeds.
     async fn handle(&self, event: &Event) -> Result<(), HandleError>;
+
+    /// How many deliveries that are already waiting may be handed over at
+    /// once, through [`EventHandler::handle_batch`]; 1: one at a time.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Handles events delivered together; one result per event, in order.
+    /// A handler that can do the work of many in one go (one transaction)
+    /// overrides it; by default they are handled one by one.
+    async fn handle_batch(&self, events: &[Event]) -> Vec<Result<(), HandleError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.handle(event).await);
+        }
+        results
+    }
 
     /// The consumer is consuming again after a disconnection: on a private
     /// queue, what was published meanwhile is lost.
@@ -398,6 +415,7 @@ async fn consume_once(
     let queue_label = crate::metrics::QueueLabels {
         queue: sub.queue.clone(),
     };
+    let batch_size = handler.batch_size().max(1);
     loop {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -406,26 +424,110 @@ async fn consume_once(
         let Some(delivery) = delivery else {
             bail!("the broker ended the subscription");
         };
-        let delivery = delivery.context("receiving a delivery")?;
-        let dead_letter = BasicNackOptions {
-            requeue: false,
-            ..BasicNackOptions::default()
-        };
-        let mut event = match Event::decode(delivery.data.as_slice()) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(queue = sub.queue, error = %err, "undecodable message dead-lettered");
+        // The deliveries already waiting join the first, up to the batch size.
+        let mut batch = vec![delivery.context("receiving a delivery")?];
+        while batch.len() < batch_size {
+            match deliveries.next().now_or_never() {
+                Some(Some(next)) => batch.push(next.context("receiving a delivery")?),
+                Some(None) => bail!("the broker ended the subscription"),
+                None => break,
+            }
+        }
+        let mut decoded = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match Event::decode(delivery.data.as_slice()) {
+                Ok(mut event) => {
+                    trace_headers(delivery.properties.headers().as_ref(), &mut event);
+                    decoded.push((delivery, event));
+                }
+                Err(err) => {
+                    tracing::error!(queue = sub.queue, error = %err, "undecodable message dead-lettered");
+                    let dead_letter = BasicNackOptions {
+                        requeue: false,
+                        ..BasicNackOptions::default()
+                    };
+                    delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                    crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
+                }
+            }
+        }
+        if let [(_, event)] = decoded.as_slice() {
+            let span = crate::trace::event_span(&sub.queue, event);
+            let Some((delivery, event)) = decoded.pop() else {
+                continue;
+            };
+            handle_delivery(delivery, &event, sub, handler, processed)
+                .instrument(span)
+                .await?;
+        } else if !decoded.is_empty() {
+            handle_batch(decoded, sub, handler, processed).await?;
+        }
+    }
+}
+
+/// Handles deliveries together: what was processed already is acknowledged,
+/// the rest goes to the handler at once; what succeeded is acknowledged, a
+/// rejected event is dead-lettered, and one that failed transiently goes
+/// through the one-at-a-time path, with its retries.
+async fn handle_batch(
+    decoded: Vec<(lapin::message::Delivery, Event)>,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    processed: &dyn ProcessedEvents,
+) -> anyhow::Result<()> {
+    let queue_label = crate::metrics::QueueLabels {
+        queue: sub.queue.clone(),
+    };
+    let mut fresh = Vec::with_capacity(decoded.len());
+    for (delivery, event) in decoded {
+        if processed.seen(&event.id).await? {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .context("acknowledging")?;
+        } else {
+            fresh.push((delivery, event));
+        }
+    }
+    let events: Vec<Event> = fresh.iter().map(|(_, event)| event.clone()).collect();
+    let mut results = handler.handle_batch(&events).await;
+    // A handler that answered for fewer events leaves the rest to the
+    // one-at-a-time path, never unacknowledged.
+    while results.len() < events.len() {
+        results.push(Err(HandleError::Retry(anyhow::anyhow!(
+            "the batch handler gave no result"
+        ))));
+    }
+    for ((delivery, event), result) in fresh.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                processed.remember(&event.id).await?;
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .context("acknowledging")?;
+                crate::metrics::events().consumed.get_or_create(&queue_label).inc();
+            }
+            Err(HandleError::Retry(_)) => {
+                let span = crate::trace::event_span(&sub.queue, &event);
+                handle_delivery(delivery, &event, sub, handler, processed)
+                    .instrument(span)
+                    .await?;
+            }
+            Err(err @ HandleError::Reject(_)) => {
+                tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
+                let dead_letter = BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                };
                 delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
                 crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
-                continue;
             }
-        };
-        trace_headers(delivery.properties.headers().as_ref(), &mut event);
-        let span = crate::trace::event_span(&sub.queue, &event);
-        handle_delivery(delivery, &event, sub, handler, processed)
-            .instrument(span)
-            .await?;
+        }
     }
+    Ok(())
 }
 
 /// Handles one decoded delivery: skips what was processed already, retries

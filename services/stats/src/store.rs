@@ -3,7 +3,7 @@
 //! is written in one transaction, keyed by the event id, so a redelivery
 //! changes nothing; times are microseconds since the Unix epoch.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -138,9 +138,15 @@ pub struct FleetFigures {
 /// The stats store.
 #[async_trait::async_trait]
 pub trait StatsStore: Send + Sync + 'static {
-    /// Records an entry and the session change it carries, once; with it,
-    /// a `stats.projected` event about the user goes to the outbox.
-    async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded>;
+    /// Records entries and the session changes they carry, each once, in one
+    /// transaction; with them, one `stats.projected` event per user whose
+    /// figures changed goes to the outbox. What became of each, in order.
+    async fn record_many(&self, entries: &[Entry], now: DateTime<Utc>) -> anyhow::Result<Vec<Recorded>>;
+    /// Records one entry (see [`StatsStore::record_many`]).
+    async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded> {
+        let mut recorded = self.record_many(std::slice::from_ref(entry), now).await?;
+        recorded.pop().context("no outcome for the entry")
+    }
     /// Erases everything kept about a user, and keeps their later events out.
     async fn erase_user(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()>;
     /// A user's figures.
@@ -213,19 +219,32 @@ macro_rules! sql_stats_store {
     ($db:ty) => {
         #[async_trait::async_trait]
         impl StatsStore for SqlStatsStore<$db> {
-            async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded> {
+            async fn record_many(&self, entries: &[Entry], now: DateTime<Utc>) -> anyhow::Result<Vec<Recorded>> {
                 let mut tx = self
                     .pool
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
                     .await
                     .context("begin")?;
-                let erased: Option<(i64,)> = sqlx::query_as("SELECT erased_us FROM erased_users WHERE user_id = $1")
-                    .bind(entry.user_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .context("reading erasures")?;
-                if erased.is_some() {
-                    return Ok(Recorded::Erased);
+                let mut outcomes = Vec::with_capacity(entries.len());
+                let mut erased_users: HashMap<Uuid, bool> = HashMap::new();
+                let mut changed: Vec<Uuid> = Vec::new();
+                for entry in entries {
+                let erased = match erased_users.get(&entry.user_id) {
+                    Some(known) => *known,
+                    None => {
+                        let found: Option<(i64,)> =
+                            sqlx::query_as("SELECT erased_us FROM erased_users WHERE user_id = $1")
+                                .bind(entry.user_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .context("reading erasures")?;
+                        erased_users.insert(entry.user_id, found.is_some());
+                        found.is_some()
+                    }
+                };
+                if erased {
+                    outcomes.push(Recorded::Erased);
+                    continue;
                 }
                 let occurred_us = micros(entry.occurred_at);
                 let added = sqlx::query(
@@ -244,7 +263,8 @@ macro_rules! sql_stats_store {
                 .context("recording an entry")?
                 .rows_affected();
                 if added == 0 {
-                    return Ok(Recorded::Duplicate);
+                    outcomes.push(Recorded::Duplicate);
+                    continue;
                 }
                 sqlx::query(sql::COUNT_ONE)
                     .bind(entry.user_id)
@@ -297,9 +317,16 @@ macro_rules! sql_stats_store {
                     .await
                     .context("recording an account")?;
                 }
-                enqueue(&mut *tx, &projected(entry.user_id, now), now).await?;
+                if !changed.contains(&entry.user_id) {
+                    changed.push(entry.user_id);
+                }
+                outcomes.push(Recorded::Added);
+                }
+                for user_id in changed {
+                    enqueue(&mut *tx, &projected(user_id, now), now).await?;
+                }
                 tx.commit().await.context("commit")?;
-                Ok(Recorded::Added)
+                Ok(outcomes)
             }
 
             async fn erase_user(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()> {

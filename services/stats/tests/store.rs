@@ -341,7 +341,45 @@ async fn retention_prunes_what_the_clock_says_is_too_old(backend: TestBackend) {
     assert_eq!(f.store.user_figures(ada).await.unwrap().events, 0);
 }
 
+async fn a_batch_records_each_entry_once_in_one_transaction(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let (ada, bob, gone) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    f.store.erase_user(gone, t0()).await.unwrap();
+    let before = f.relay.backlog().await.unwrap();
+    let first = entry(ada, "auth.login_succeeded", t0());
+    let batch = [
+        first.clone(),
+        entry(ada, "auth.login_failed", t0()),
+        first.clone(), // delivered twice within the batch
+        entry(bob, "auth.login_succeeded", t0()),
+        entry(gone, "auth.login_succeeded", t0()),
+    ];
+    let outcomes = f.store.record_many(&batch, t0()).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Recorded::Added,
+            Recorded::Added,
+            Recorded::Duplicate,
+            Recorded::Added,
+            Recorded::Erased
+        ]
+    );
+    assert_eq!(
+        f.relay.backlog().await.unwrap() - before,
+        2,
+        "one notice per user whose figures changed"
+    );
+    // Again, across batches: nothing is added.
+    let again = f.store.record_many(&batch[..2], t0()).await.unwrap();
+    assert_eq!(again, [Recorded::Duplicate, Recorded::Duplicate]);
+    assert_eq!(f.store.user_figures(ada).await.unwrap().events, 2);
+    assert_eq!(f.store.user_figures(bob).await.unwrap().events, 1);
+    assert_eq!(f.store.user_figures(gone).await.unwrap().events, 0);
+}
+
 backend_tests!(
+    a_batch_records_each_entry_once_in_one_transaction,
     retention_prunes_what_the_clock_says_is_too_old,
     the_fleet_figures_count_accounts_active_users_and_logins_per_day,
     each_event_counts_once_and_the_figures_add_up,
