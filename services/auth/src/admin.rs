@@ -36,6 +36,28 @@ impl AuthApi {
         }
     }
 
+    /// Whose data a read is about: the caller's own when `asked` is empty or
+    /// the caller, otherwise (for an active administrator now) the existing
+    /// user it names.
+    pub async fn subject(&self, identity: &Identity, caller: Uuid, asked: &str) -> Result<Uuid, AuthError> {
+        if asked.is_empty() {
+            return Ok(caller);
+        }
+        let Ok(asked) = Uuid::parse_str(asked) else {
+            let mut v = Violations::new();
+            v.add("user_id", "must be a UUID");
+            return Err(v.into());
+        };
+        if asked == caller {
+            return Ok(caller);
+        }
+        self.require_admin_now(identity).await?;
+        match self.directory.get(asked).await.map_err(AuthError::from_users)? {
+            Some(_) => Ok(asked),
+            None => Err(AuthError::Upstream(Status::not_found("user not found"))),
+        }
+    }
+
     /// An administrator ends every session of the user `target`.
     pub async fn end_user_sessions(&self, identity: &Identity, target: &str) -> Result<(), AuthError> {
         let Ok(target) = Uuid::parse_str(target) else {

@@ -65,7 +65,8 @@ impl AuthService for AuthGrpc {
     }
 
     async fn get_mfa_status(&self, request: Request<GetMfaStatusRequest>) -> Result<Response<MfaStatus>, Status> {
-        let (user_id, _) = require_user(&request)?;
+        let (caller, identity) = require_user(&request)?;
+        let user_id = self.0.subject(identity, caller, &request.get_ref().user_id).await?;
         Ok(Response::new(self.0.mfa_status(user_id).await?))
     }
 
@@ -132,8 +133,9 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let (user_id, identity) = require_user(&request)?;
-        let current = identity.session_id();
+        let (caller, identity) = require_user(&request)?;
+        let user_id = self.0.subject(identity, caller, &request.get_ref().user_id).await?;
+        let current = identity.session_id().filter(|_| user_id == caller);
         let sessions = self
             .0
             .store

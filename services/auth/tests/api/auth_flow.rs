@@ -9,8 +9,8 @@ use fleet_auth::{
 use fleet_kit::{backend_tests, testing::TestBackend};
 use fleet_proto::{
     auth::v1::{
-        ChangePasswordRequest, GetJwksRequest, ListSessionsRequest, LogoutRequest, RefreshRequest, RegisterRequest,
-        RevokeSessionRequest, RotateSigningKeyRequest,
+        ChangePasswordRequest, GetJwksRequest, GetMfaStatusRequest, ListSessionsRequest, LogoutRequest, RefreshRequest,
+        RegisterRequest, RevokeSessionRequest, RotateSigningKeyRequest,
     },
     users::v1::GetMeRequest,
 };
@@ -308,7 +308,7 @@ async fn changing_the_password_revokes_the_other_sessions(backend: TestBackend) 
     let elsewhere = stack.login("ada@example.com").await;
     let mut auth = stack.auth.clone();
     let sessions = auth
-        .list_sessions(authed(ListSessionsRequest {}, &here.access_token))
+        .list_sessions(authed(ListSessionsRequest::default(), &here.access_token))
         .await
         .unwrap()
         .into_inner();
@@ -359,7 +359,7 @@ async fn changing_the_password_revokes_the_other_sessions(backend: TestBackend) 
     .await
     .unwrap();
     let sessions = auth
-        .list_sessions(authed(ListSessionsRequest {}, &here.access_token))
+        .list_sessions(authed(ListSessionsRequest::default(), &here.access_token))
         .await
         .unwrap()
         .into_inner();
@@ -379,7 +379,7 @@ async fn a_user_revokes_only_their_own_sessions(backend: TestBackend) {
     let (_, bob) = stack.signed_in("bob@example.com", "Bob").await;
     let mut auth = stack.auth.clone();
     let bobs = auth
-        .list_sessions(authed(ListSessionsRequest {}, &bob))
+        .list_sessions(authed(ListSessionsRequest::default(), &bob))
         .await
         .unwrap()
         .into_inner();
@@ -511,6 +511,64 @@ async fn a_failed_credential_write_undoes_the_new_account(backend: TestBackend) 
     assert!(left.is_none(), "the account made in the first step was removed");
 }
 
+async fn only_an_admin_reads_another_users_sessions_and_second_factors(backend: TestBackend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let (ada, _) = stack.signed_in("ada@example.com", "Ada").await;
+    let (bob, bob_token) = stack.signed_in("bob@example.com", "Bob").await;
+    let admin = stack.admin("root@example.com").await;
+    let mut auth = stack.auth.clone();
+    let about = |id: &str| ListSessionsRequest { user_id: id.into() };
+    let denied = auth
+        .list_sessions(authed(about(&ada.id), &bob_token))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = auth
+        .get_mfa_status(authed(
+            GetMfaStatusRequest {
+                user_id: ada.id.clone(),
+            },
+            &bob_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // Naming oneself is reading one's own.
+    let own = auth
+        .list_sessions(authed(about(&bob.id), &bob_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.items.len(), 1);
+    assert!(own.items[0].current);
+
+    let adas = auth
+        .list_sessions(authed(about(&ada.id), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(adas.items.len(), 1);
+    assert!(!adas.items[0].current, "the admin's token is not Ada's session");
+    let status = auth
+        .get_mfa_status(authed(
+            GetMfaStatusRequest {
+                user_id: ada.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.enabled);
+    let missing = auth
+        .list_sessions(authed(about(&uuid::Uuid::now_v7().to_string()), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
 async fn rotated_keys_sign_new_tokens_while_old_tokens_still_verify(backend: TestBackend) {
     let Some(stack) = Stack::start(backend).await else {
         return;
@@ -635,6 +693,7 @@ async fn a_refresh_during_a_users_outage_spends_nothing_and_its_retry_works(back
 }
 
 backend_tests!(
+    only_an_admin_reads_another_users_sessions_and_second_factors,
     a_refresh_during_a_users_outage_spends_nothing_and_its_retry_works,
     rotated_keys_sign_new_tokens_while_old_tokens_still_verify,
     logins_publish_their_audit_events,

@@ -106,7 +106,7 @@ impl Stack {
     async fn status(&self, token: &str) -> MfaStatus {
         self.auth
             .clone()
-            .get_mfa_status(authed(GetMfaStatusRequest {}, token))
+            .get_mfa_status(authed(GetMfaStatusRequest::default(), token))
             .await
             .unwrap()
             .into_inner()

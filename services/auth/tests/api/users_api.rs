@@ -349,7 +349,7 @@ async fn sql_injection_strings_in_every_field_round_trip_literally(backend: Test
         .auth
         .clone()
         .list_sessions(authed(
-            fleet_proto::auth::v1::ListSessionsRequest {},
+            fleet_proto::auth::v1::ListSessionsRequest::default(),
             &tokens.access_token,
         ))
         .await
