@@ -26,6 +26,7 @@ start_fleet() {
     FLEET_AUTH__LISTEN=127.0.0.1:$((p + 51)) FLEET_AUTH__URL=http://127.0.0.1:$((p + 51)) \
     FLEET_USERS__LISTEN=127.0.0.1:$((p + 52)) FLEET_USERS__URL=http://127.0.0.1:$((p + 52)) \
     FLEET_STATS__LISTEN=127.0.0.1:$((p + 53)) FLEET_STATS__URL=http://127.0.0.1:$((p + 53)) \
+    FLEET_TRANSFER__LISTEN=127.0.0.1:$((p + 54)) FLEET_TRANSFER__URL=http://127.0.0.1:$((p + 54)) \
     FLEET_GATEWAY__HTTP_LISTEN=127.0.0.1:$((p + 80)) FLEET_GATEWAY__HTTPS_LISTEN=127.0.0.1:$((p + 43)) \
     FLEET_ADMIN_LISTEN=127.0.0.1:$((p + 90)) FLEET_GATEWAY__RATE_LIMIT__ENABLED=false \
     "${envs[@]}" ${FLEET_WRAP:-} "$fleet" "${args[@]}" >"$work/$name/fleet.log" 2>&1 &
@@ -37,11 +38,12 @@ start_fleet() {
   done
   for _ in $(seq 1 150); do
     case "$target" in
-      auth | users | stats)
+      auth | users | stats | transfer)
         # A gRPC port that accepts connections is enough here.
         local port=$((p + 51))
         [ "$target" = users ] && port=$((p + 52))
         [ "$target" = stats ] && port=$((p + 53))
+        [ "$target" = transfer ] && port=$((p + 54))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         ;;
       *)

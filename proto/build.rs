@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "fleet/users/v1/users.proto",
     "fleet/auth/v1/auth.proto",
     "fleet/stats/v1/stats.proto",
+    "fleet/transfer/v1/transfer.proto",
     "fleet/events/v1/events.proto",
 ];
 

@@ -99,6 +99,7 @@ mode_up() {
       start_fleet users 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19291 -- run --target users
       start_fleet auth 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19292 -- run --target auth
       start_fleet stats 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19293 -- run --target stats
+      start_fleet transfer 19200 "${shared[@]}" FLEET_ADMIN_LISTEN=127.0.0.1:19294 -- run --target transfer
       start_fleet gateway 19200 "${shared[@]}" FLEET_GATEWAY__TLS_CERT="$work/cert.pem" \
         FLEET_GATEWAY__TLS_KEY="$work/key.pem" -- run --target gateway
       base=https://127.0.0.1:19243

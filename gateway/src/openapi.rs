@@ -78,7 +78,9 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
         }
         let mut responses = serde_json::Map::new();
         let empty = crate::transcode::is_empty_message(&output);
-        let mut success = if empty {
+        let mut success = if route.streams_body() {
+            streamed(&route.rpc)
+        } else if empty {
             json!({"description": "Done"})
         } else {
             collect(&output, Direction::Answer, &mut schemas);
@@ -130,6 +132,35 @@ fn method_flag(rpc: &MethodDescriptor, extension: &str) -> bool {
         return false;
     };
     rpc.options().get_extension(&ext).as_bool().unwrap_or(false)
+}
+
+/// A streamed answer: its media types from `fleet.api.v1.produces`, each a
+/// document the service writes (JSON: an object; anything else: text), sent
+/// as an attachment.
+fn streamed(rpc: &MethodDescriptor) -> Value {
+    let mut content = serde_json::Map::new();
+    if let Some(ext) = rpc.parent_pool().get_extension_by_name("fleet.api.v1.produces") {
+        let options = rpc.options();
+        let value = options.get_extension(&ext);
+        for media in value.as_list().unwrap_or_default().iter().filter_map(Reflected::as_str) {
+            let schema = if media == "application/json" {
+                json!({"type": "object"})
+            } else {
+                json!({"type": "string"})
+            };
+            content.insert(media.to_string(), json!({"schema": schema}));
+        }
+    }
+    json!({
+        "description": "Streamed as it is read (chunked on HTTP/1.1), as an attachment",
+        "headers": {
+            "Content-Disposition": {
+                "schema": {"type": "string"},
+                "description": "attachment; filename=\"…\"",
+            },
+        },
+        "content": content,
+    })
 }
 
 /// The OpenAPI links of an RPC's success answer, from `fleet.api.v1.links`.
@@ -343,8 +374,15 @@ mod tests {
     #[test]
     fn every_route_is_documented_with_its_schemas() {
         let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
-        let routes =
-            RouteTable::from_pool(&pool, &["fleet.users.v1.UsersService", "fleet.auth.v1.AuthService"]).unwrap();
+        let routes = RouteTable::from_pool(
+            &pool,
+            &[
+                "fleet.users.v1.UsersService",
+                "fleet.auth.v1.AuthService",
+                "fleet.transfer.v1.TransferService",
+            ],
+        )
+        .unwrap();
         let doc = document(&routes, "test");
         assert_eq!(doc["openapi"], "3.1.0");
         for route in routes.routes() {
@@ -359,6 +397,12 @@ mod tests {
         }
         assert!(doc["paths"]["/api/v1/auth/register"]["post"]["responses"]["201"].is_object());
         assert!(doc["paths"]["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
+        let export = &doc["paths"]["/api/v1/export"]["get"]["responses"]["200"];
+        assert_eq!(
+            export["content"]["application/json"]["schema"]["type"], "object",
+            "{export}"
+        );
+        assert!(export["headers"]["Content-Disposition"].is_object(), "{export}");
         let user = &doc["components"]["schemas"]["fleet_users_v1_User"]["properties"];
         assert_eq!(user["created_at"]["anyOf"][0]["format"], "date-time");
         let list = &doc["paths"]["/api/v1/users"]["get"]["parameters"];

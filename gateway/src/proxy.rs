@@ -11,6 +11,7 @@ use std::{
 mod answers;
 mod passthrough;
 mod rest;
+mod stream;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -126,11 +126,20 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether the answer is a stream of `google.api.HttpBody` parts, served
+    /// as one chunked body rather than transcoded.
+    pub fn streams_body(&self) -> bool {
+        self.rpc.is_server_streaming()
+    }
+
     /// The gRPC path, `/package.Service/Method`.
     pub fn grpc_path(&self) -> String {
         format!("/{}/{}", self.rpc.parent_service().full_name(), self.rpc.name())
     }
 }
+
+/// The message a streamed answer is made of.
+pub const HTTP_BODY: &str = "google.api.HttpBody";
 
 /// Path variables and their decoded values.
 pub type Bindings = Vec<(String, String)>;
@@ -283,6 +292,12 @@ fn route(rpc: &MethodDescriptor, rule: &HttpRule, success_status: u16) -> anyhow
         "*" => BodySpec::Whole,
         other => bail!("{}: body {other:?} is not supported (only \"*\")", rpc.full_name()),
     };
+    if rpc.is_client_streaming() {
+        bail!("{}: client-streaming RPCs have no REST route", rpc.full_name());
+    }
+    if rpc.is_server_streaming() && rpc.output().full_name() != HTTP_BODY {
+        bail!("{}: a server-streaming route must answer {HTTP_BODY}", rpc.full_name());
+    }
     if !rule.response_body.is_empty() {
         bail!("{}: response_body is not supported", rpc.full_name());
     }

@@ -84,6 +84,24 @@ impl Upstreams {
         self.services.get(service).map(|u| u.authority.as_str())
     }
 
+    /// A client ready to call `service`, and the RPC's path.
+    async fn prepare(
+        &self,
+        service: &str,
+        grpc_path: &str,
+    ) -> Result<(tonic::client::Grpc<Channel>, PathAndQuery), Status> {
+        let channel = self.channel(service).await?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| {
+            // The client hears which service; the cause is for the log.
+            let mut status = Status::unavailable(format!("{service} unavailable"));
+            status.set_source(std::sync::Arc::new(e));
+            status
+        })?;
+        let path = PathAndQuery::from_str(grpc_path).map_err(|e| Status::internal(e.to_string()))?;
+        Ok((grpc, path))
+    }
+
     /// Calls a unary RPC with a dynamic request.
     pub async fn unary(
         &self,
@@ -94,18 +112,8 @@ impl Upstreams {
         metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<DynamicMessage, Status> {
-        let channel = self.channel(service).await?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| {
-            // The client hears which service; the cause is for the log.
-            let mut status = Status::unavailable(format!("{service} unavailable"));
-            status.set_source(std::sync::Arc::new(e));
-            status
-        })?;
-        let path = PathAndQuery::from_str(grpc_path).map_err(|e| Status::internal(e.to_string()))?;
-        let mut request = tonic::Request::new(request);
-        *request.metadata_mut() = metadata;
-        fleet_kit::trace::inject_metadata(request.metadata_mut());
+        let (mut grpc, path) = self.prepare(service, grpc_path).await?;
+        let mut request = outgoing(request, metadata);
         // The service learns the deadline; the gateway enforces it itself,
         // so that running out is DEADLINE_EXCEEDED rather than CANCELLED.
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -113,23 +121,62 @@ impl Upstreams {
             request.metadata_mut().insert("grpc-timeout", value);
         }
         let started = std::time::Instant::now();
-        let late = || Status::deadline_exceeded(format!("{service} did not answer in time"));
         let call = grpc.unary(request, path, DynamicCodec { response });
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(answer)) => Ok(answer.into_inner()),
             // tonic servers answer an expired grpc-timeout with CANCELLED.
-            Ok(Err(status)) if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout => Err(late()),
-            // A status tonic made of a transport failure carries its cause as
-            // the source: the client hears only which service failed.
-            Ok(Err(status)) if std::error::Error::source(&status).is_some() => {
-                let mut local = Status::new(status.code(), format!("{service} unavailable"));
-                local.set_source(std::sync::Arc::new(status));
-                Err(local)
+            Ok(Err(status)) if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout => {
+                Err(late(service))
             }
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(late()),
+            Ok(Err(status)) => Err(local(service, status)),
+            Err(_) => Err(late(service)),
         }
     }
+
+    /// Starts a server-streaming RPC with a dynamic request: the answer's
+    /// metadata and its messages, each read when asked for (HTTP/2 flow
+    /// control holds the service back meanwhile). `timeout` bounds the
+    /// start only: a stream lasts as long as its reader keeps reading, and
+    /// dropping it cancels the call.
+    pub async fn server_streaming(
+        &self,
+        service: &str,
+        grpc_path: &str,
+        request: DynamicMessage,
+        response: MessageDescriptor,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Result<tonic::Response<tonic::Streaming<DynamicMessage>>, Status> {
+        let (mut grpc, path) = self.prepare(service, grpc_path).await?;
+        let call = grpc.server_streaming(outgoing(request, metadata), path, DynamicCodec { response });
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result.map_err(|status| local(service, status)),
+            Err(_) => Err(late(service)),
+        }
+    }
+}
+
+fn outgoing(message: DynamicMessage, metadata: MetadataMap) -> tonic::Request<DynamicMessage> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata;
+    fleet_kit::trace::inject_metadata(request.metadata_mut());
+    request
+}
+
+/// The status of a call that ran out of time.
+pub fn late(service: &str) -> Status {
+    Status::deadline_exceeded(format!("{service} did not answer in time"))
+}
+
+/// A status tonic made of a transport failure carries its cause as the
+/// source: the client hears only which service failed.
+pub fn local(service: &str, status: Status) -> Status {
+    if std::error::Error::source(&status).is_none() {
+        return status;
+    }
+    let mut local = Status::new(status.code(), format!("{service} unavailable"));
+    local.set_source(std::sync::Arc::new(status));
+    local
 }
 
 impl Upstream {

@@ -19,42 +19,57 @@ pub mod google {
     }
 }
 
-/// Fleet's own options: REST method options and field rules.
-pub mod api {
-    #[allow(missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("fleet.api.v1");
+/// Fleet's packages, nested as their names are (`fleet.users.v1` is
+/// `fleet::users::v1`), so that generated code finds other packages'
+/// types (`google.api.HttpBody`) by relative paths.
+pub mod fleet {
+    /// Fleet's own options: REST method options and field rules.
+    pub mod api {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.api.v1");
+        }
+    }
+
+    /// The users service.
+    pub mod users {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.users.v1");
+        }
+    }
+
+    /// The auth service.
+    pub mod auth {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.auth.v1");
+        }
+    }
+
+    /// The stats service.
+    pub mod stats {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.stats.v1");
+        }
+    }
+
+    /// The transfer service.
+    pub mod transfer {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.transfer.v1");
+        }
+    }
+
+    /// Domain events.
+    pub mod events {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.events.v1");
+        }
     }
 }
 
-/// The users service.
-pub mod users {
-    #[allow(missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("fleet.users.v1");
-    }
-}
-
-/// The auth service.
-pub mod auth {
-    #[allow(missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("fleet.auth.v1");
-    }
-}
-
-/// The stats service.
-pub mod stats {
-    #[allow(missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("fleet.stats.v1");
-    }
-}
-
-/// Domain events.
-pub mod events {
-    #[allow(missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("fleet.events.v1");
-    }
-}
+pub use fleet::{api, auth, events, stats, transfer, users};

@@ -110,7 +110,7 @@ impl Gateway {
             .and_then(Identity::user_id)
             .map(|id| id.to_string());
         let cache_key = match (&ctx.identity, lookup_method == Method::GET) {
-            (Some(identity), true) => self.cache.key(
+            (Some(identity), true) if !route.streams_body() => self.cache.key(
                 route.template.as_str(),
                 &path,
                 query.as_deref(),
@@ -182,6 +182,12 @@ impl Gateway {
             rpc.service = service,
             rpc.method = route.rpc.name(),
         );
+        if route.streams_body() {
+            return self
+                .stream(session, ctx, route, message, metadata(&pairs))
+                .instrument(call)
+                .await;
+        }
         let answer = self
             .upstreams
             .unary(
@@ -212,13 +218,7 @@ impl Gateway {
                         .await
                 }
             },
-            Err(status) => {
-                let code = crate::problem::http_status(status.code()).1.to_string();
-                let labels = crate::metrics::UpstreamLabels { service, code };
-                self.metrics.upstream_errors.get_or_create(&labels).inc();
-                ctx.failure = Some(format!("{grpc_path}: {}", crate::upstream::describe(&status)));
-                self.problem(session, ctx, &Problem::from_status(&status)).await
-            }
+            Err(status) => self.upstream_failed(session, ctx, &service, &grpc_path, &status).await,
         }
     }
 

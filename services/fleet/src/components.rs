@@ -32,14 +32,22 @@ pub enum Component {
     Users,
     /// The activity log and its figures.
     Stats,
+    /// Personal-data export.
+    Transfer,
 }
 
 impl Component {
     /// Every component built so far, in start order.
-    pub const ALL: [Component; 4] = [Component::Users, Component::Auth, Component::Stats, Component::Gateway];
+    pub const ALL: [Component; 5] = [
+        Component::Users,
+        Component::Auth,
+        Component::Stats,
+        Component::Transfer,
+        Component::Gateway,
+    ];
 
     /// The components that own a store.
-    pub const STORED: [Component; 3] = [Component::Users, Component::Auth, Component::Stats];
+    pub const STORED: [Component; 4] = [Component::Users, Component::Auth, Component::Stats, Component::Transfer];
 
     /// The name of the component, as `--target` spells it.
     pub fn name(self) -> &'static str {
@@ -48,6 +56,7 @@ impl Component {
             Component::Auth => "auth",
             Component::Users => "users",
             Component::Stats => "stats",
+            Component::Transfer => "transfer",
         }
     }
 
@@ -57,20 +66,29 @@ impl Component {
             Component::Auth => fleet_auth::STORE_NAME,
             Component::Users => fleet_users::STORE_NAME,
             Component::Stats => fleet_stats::STORE_NAME,
+            Component::Transfer => fleet_transfer::STORE_NAME,
             Component::Gateway => "gateway",
+        }
+    }
+
+    /// Its own database URL setting, if it has one.
+    fn own_database_url(self, config: &FleetConfig) -> Option<&fleet_kit::Secret> {
+        match self {
+            Component::Auth => config.auth.service.database_url.as_ref(),
+            Component::Users => config.users.database_url.as_ref(),
+            Component::Stats => config.stats.service.database_url.as_ref(),
+            Component::Transfer => config.transfer.database_url.as_ref(),
+            Component::Gateway => None,
         }
     }
 }
 
 /// Connects to a component's store and migrates it.
 pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::Result<Db> {
-    let own = match component {
-        Component::Auth => config.auth.service.database_url.as_ref(),
-        Component::Users => config.users.database_url.as_ref(),
-        Component::Stats => config.stats.service.database_url.as_ref(),
-        Component::Gateway => anyhow::bail!("the gateway has no store"),
-    };
-    let url = config.database_url(own, component.store());
+    if component == Component::Gateway {
+        anyhow::bail!("the gateway has no store");
+    }
+    let url = config.database_url(component.own_database_url(config), component.store());
     let db = Db::connect(&url, component.store())
         .await
         .with_context(|| format!("opening the {} store", component.store()))?;
@@ -78,6 +96,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
         Component::Auth => fleet_auth::migrate(&db).await?,
         Component::Users => fleet_users::migrate(&db).await?,
         Component::Stats => fleet_stats::migrate(&db).await?,
+        Component::Transfer => fleet_transfer::migrate(&db).await?,
         Component::Gateway => {}
     }
     tracing::info!(
@@ -180,6 +199,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
             Component::Users => config.users.listen,
             Component::Auth => config.auth.service.listen,
             Component::Stats => config.stats.service.listen,
+            Component::Transfer => config.transfer.listen,
             Component::Gateway => continue,
         };
         let listener = bind(listen, *component).await?;
@@ -236,6 +256,20 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                     metrics: stats_metrics.clone(),
                 };
                 tasks.spawn(async move { ("stats", fleet_stats::serve(deps, listener, stop).await) });
+            }
+            Component::Transfer => {
+                let deps = fleet_transfer::Deps {
+                    db,
+                    bus: publisher.clone(),
+                    clock: clock.clone(),
+                    verifier: service_verifier(&config, &clock, &revoked)?,
+                    sources: fleet_transfer::Sources {
+                        users: channel(&config.users.url)?,
+                        auth: channel(&config.auth.service.url)?,
+                        stats: channel(&config.stats.service.url)?,
+                    },
+                };
+                tasks.spawn(async move { ("transfer", fleet_transfer::serve(deps, listener, stop).await) });
             }
             Component::Gateway => {}
         }
@@ -343,6 +377,7 @@ fn gateway_deps(
             (fleet_auth::SERVICE_NAME.to_string(), config.auth.service.url.clone()),
             (fleet_users::SERVICE_NAME.to_string(), config.users.url.clone()),
             (fleet_stats::SERVICE_NAME.to_string(), config.stats.service.url.clone()),
+            (fleet_transfer::SERVICE_NAME.to_string(), config.transfer.url.clone()),
         ],
         tokens: config.tokens.clone(),
         revoked,
@@ -361,13 +396,7 @@ fn gateway_deps(
 fn backend_probes(config: &FleetConfig) -> Vec<Arc<dyn Probe>> {
     let mut postgres: Vec<(Component, String)> = Vec::new();
     for component in Component::STORED {
-        let own = match component {
-            Component::Auth => config.auth.service.database_url.as_ref(),
-            Component::Users => config.users.database_url.as_ref(),
-            Component::Stats => config.stats.service.database_url.as_ref(),
-            Component::Gateway => None,
-        };
-        let url = config.database_url(own, component.store());
+        let url = config.database_url(component.own_database_url(config), component.store());
         let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         if is_postgres && !postgres.iter().any(|(_, seen)| *seen == url) {
             postgres.push((component, url));

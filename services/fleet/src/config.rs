@@ -37,6 +37,8 @@ pub struct FleetConfig {
     pub users: ServiceConfig,
     /// The stats service.
     pub stats: StatsConfig,
+    /// The transfer service (exports).
+    pub transfer: ServiceConfig,
     /// The API gateway.
     pub gateway: GatewaySettings,
     /// Exchanges of the RabbitMQ backbone (used when `amqp_url` is set).
@@ -147,6 +149,7 @@ impl Default for FleetConfig {
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),
             stats: StatsConfig::default(),
+            transfer: ServiceConfig::on_port(50054),
             gateway: GatewaySettings::default(),
             events: EventSettings::default(),
         }

@@ -27,6 +27,7 @@ fn refused_with(args: &[&str], env: &[(&str, &str)], words: &[&str]) {
         .env("FLEET_AUTH__LISTEN", "127.0.0.1:0")
         .env("FLEET_USERS__LISTEN", "127.0.0.1:0")
         .env("FLEET_STATS__LISTEN", "127.0.0.1:0")
+        .env("FLEET_TRANSFER__LISTEN", "127.0.0.1:0")
         .env("FLEET_GATEWAY__HTTPS_LISTEN", "127.0.0.1:0")
         .env("FLEET_GATEWAY__HTTP_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())

@@ -54,6 +54,7 @@ async fn fleet_run_with_no_configuration_serves_every_component_on_its_default_p
         (50051, "fleet.auth.v1.AuthService"),
         (50052, "fleet.users.v1.UsersService"),
         (50053, "fleet.stats.v1.StatsService"),
+        (50054, "fleet.transfer.v1.TransferService"),
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
     for (port, service) in components {

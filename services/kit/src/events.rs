@@ -25,6 +25,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::MfaBackupCodeUsed(_) => "mfa.backup_code_used",
         Payload::MfaReplayRejected(_) => "mfa.replay_rejected",
         Payload::StatsProjected(_) => "stats.projected",
+        Payload::TransferExportCompleted(_) => "transfer.export_completed",
     }
 }
 

@@ -15,9 +15,9 @@ use fleet_kit::{
 };
 use fleet_proto::{
     stats::v1::{
-        ActivityEntry, ActivityPage, DailyCount, DailyLogins, GetOverviewRequest, GetSessionStatsRequest,
-        GetUserStatsRequest, ListActivityRequest, Overview, SessionStats, UserAgentCount, UserStats,
-        stats_service_server::StatsService,
+        ActivityEntry, ActivityPage, DailyCount, DailyLogins, ExportActivityRequest, GetOverviewRequest,
+        GetSessionStatsRequest, GetUserStatsRequest, ListActivityRequest, Overview, SessionStats, UserAgentCount,
+        UserStats, stats_service_server::StatsService,
     },
     users::v1::{GetMeRequest, users_service_client::UsersServiceClient},
 };
@@ -27,6 +27,9 @@ use uuid::Uuid;
 use crate::store::{ActivityQuery, EntryRow, MICROS_PER_DAY, StatsStore, instant, micros};
 
 const DEFAULT_LIMIT: u32 = 20;
+/// Entries read per statement of an export: large enough to amortise the
+/// round trip, small enough that a stream holds little at a time.
+const EXPORT_PAGE: i64 = 500;
 /// The range an activity page covers when the request names none.
 const DEFAULT_RANGE_DAYS: i64 = 30;
 
@@ -179,8 +182,51 @@ fn store_error(err: anyhow::Error) -> Status {
     internal(&err)
 }
 
+/// A user's whole log, oldest first, a page at a time: the next page is read
+/// only when the previous one was taken, so the reader's pace holds it, and
+/// dropping the stream (the caller went away) ends the reading.
+fn export_stream(
+    store: Arc<dyn StatsStore>,
+    user_id: Uuid,
+) -> impl futures::Stream<Item = Result<ActivityEntry, Status>> + Send + 'static {
+    use futures::{TryStreamExt, stream};
+    let pages = stream::try_unfold(Some((i64::MIN, Uuid::nil())), move |after| {
+        let store = store.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok::<_, Status>(None);
+            };
+            let rows = store
+                .export_page(user_id, after, EXPORT_PAGE)
+                .await
+                .map_err(store_error)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let next = (rows.len() as i64 == EXPORT_PAGE)
+                .then(|| rows.last().map(|r| (r.occurred_us, r.id)))
+                .flatten();
+            Ok(Some((rows, next)))
+        }
+    });
+    pages
+        .map_ok(|rows| stream::iter(rows.into_iter().map(|row| Ok::<_, Status>(entry(row)))))
+        .try_flatten()
+}
+
 #[tonic::async_trait]
 impl StatsService for StatsApi {
+    type ExportActivityStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<ActivityEntry, Status>> + Send + 'static>>;
+
+    async fn export_activity(
+        &self,
+        request: Request<ExportActivityRequest>,
+    ) -> Result<Response<Self::ExportActivityStream>, Status> {
+        let user_id = self.subject(&request, &request.get_ref().user_id).await?;
+        Ok(Response::new(Box::pin(export_stream(self.store.clone(), user_id))))
+    }
+
     async fn get_user_stats(&self, request: Request<GetUserStatsRequest>) -> Result<Response<UserStats>, Status> {
         let user_id = self.subject(&request, &request.get_ref().user_id).await?;
         let figures = self.store.user_figures(user_id).await.map_err(store_error)?;

@@ -150,6 +150,13 @@ pub fn project(event: &Event) -> Result<Projected, Unprojectable> {
             (entry.ip, entry.user_agent) = (p.ip.clone(), p.user_agent.clone());
             entry.details = json!({"during": p.during});
         }
+        Some(Payload::TransferExportCompleted(p)) => {
+            entry.details = json!({
+                "format": p.format,
+                "activity_entries": p.activity_entries,
+                "requested_by": p.requested_by,
+            });
+        }
         Some(Payload::StatsProjected(_)) => return Err(Unprojectable::Own),
     }
     Ok(Projected::Entry(entry))

@@ -25,6 +25,15 @@ pub const PAGE_OF_KIND: &str = concat!(
      AND (occurred_us, id) < ($3, $4) ORDER BY occurred_us DESC, id DESC LIMIT $5"
 );
 
+/// A user's (`$1`) entries after `($2, $3)`, oldest first, `$4` at most:
+/// the export's keyset pages.
+pub const EXPORT_PAGE: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM activity WHERE user_id = $1 AND (occurred_us, id) > ($2, $3) \
+     ORDER BY occurred_us, id LIMIT $4"
+);
+
 /// A user's (`$1`) entries per day in `[$2, $3)` (days since the epoch).
 pub const DAILY: &str = "SELECT day, CAST(SUM(entries) AS BIGINT) FROM activity_days \
      WHERE user_id = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day";

@@ -153,6 +153,9 @@ pub trait StatsStore: Send + Sync + 'static {
     async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures>;
     /// A page of a user's entries.
     async fn activity(&self, query: &ActivityQuery) -> anyhow::Result<Vec<EntryRow>>;
+    /// At most `limit` of a user's entries after `after` (`(occurred_us,
+    /// id)`), oldest first: the pages of a whole-log export.
+    async fn export_page(&self, user_id: Uuid, after: (i64, Uuid), limit: i64) -> anyhow::Result<Vec<EntryRow>>;
     /// A user's entries per day (days since the epoch), over every whole UTC
     /// day that `[from_us, to_us)` touches.
     async fn daily(
@@ -422,6 +425,17 @@ macro_rules! sql_stats_store {
                     query = query.bind(kind);
                 }
                 query.fetch_all(&self.pool).await.context("reading activity")
+            }
+
+            async fn export_page(&self, user_id: Uuid, after: (i64, Uuid), limit: i64) -> anyhow::Result<Vec<EntryRow>> {
+                sqlx::query_as::<_, EntryRow>(sql::EXPORT_PAGE)
+                    .bind(user_id)
+                    .bind(after.0)
+                    .bind(after.1)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("reading activity for an export")
             }
 
             async fn daily(

@@ -67,6 +67,11 @@ async fn every_read_of_the_activity_log_uses_an_index() {
                 Bind::Text("auth.login_failed"),
             ],
         ),
+        (
+            "export page",
+            sql::EXPORT_PAGE,
+            vec![Bind::Id(user), Bind::Int(0), Bind::Id(Uuid::nil()), Bind::Int(500)],
+        ),
         ("daily", sql::DAILY, vec![Bind::Id(user), Bind::Int(0), Bind::Int(30)]),
         (
             "daily of a kind",

@@ -23,6 +23,7 @@ pub struct Fleet {
     auth_port: u16,
     users_port: u16,
     stats_port: u16,
+    transfer_port: u16,
     cert: Option<PathBuf>,
     env: Vec<(String, String)>,
     /// The one component this process runs, if not all of them.
@@ -35,6 +36,7 @@ pub struct Split {
     pub users: Fleet,
     pub auth: Fleet,
     pub stats: Fleet,
+    pub transfer: Fleet,
     pub gateway: Fleet,
 }
 
@@ -111,7 +113,7 @@ impl Fleet {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Fleet {
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
         Self::launch(&["run"], ports, None, extra).await
     }
 
@@ -133,7 +135,7 @@ impl Fleet {
         let cert_path = front.cert_path();
         Self::launch(
             &["run", "--target", "gateway"],
-            [front.auth_port, front.users_port, front.stats_port],
+            [front.auth_port, front.users_port, front.stats_port, front.transfer_port],
             Some(cert_path),
             &env,
         )
@@ -147,10 +149,11 @@ impl Fleet {
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
         let users = Self::launch(&["run", "--target", "users"], ports, None, extra).await;
         let auth = Self::launch(&["run", "--target", "auth"], ports, None, extra).await;
         let stats = Self::launch(&["run", "--target", "stats"], ports, None, extra).await;
+        let transfer = Self::launch(&["run", "--target", "transfer"], ports, None, extra).await;
         let tls = fleet_gateway::tls::development_certificate(&users.data_dir().join("tls")).unwrap();
         let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
         let mut env = vec![
@@ -163,13 +166,15 @@ impl Fleet {
             users,
             auth,
             stats,
+            transfer,
             gateway,
         }
     }
 
-    /// Starts `fleet` with `args`; the services listen on `[auth, users, stats]`.
-    async fn launch(args: &[&str], ports: [u16; 3], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
-        let [auth, users, stats] = ports;
+    /// Starts `fleet` with `args`; the services listen on `[auth, users,
+    /// stats, transfer]`.
+    async fn launch(args: &[&str], ports: [u16; 4], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
+        let [auth, users, stats, transfer] = ports;
         let dir = tempfile::tempdir().unwrap();
         let (https, http, admin) = (free_port(), free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
@@ -181,6 +186,8 @@ impl Fleet {
             ("FLEET_USERS__URL".into(), format!("http://127.0.0.1:{users}")),
             ("FLEET_STATS__LISTEN".into(), format!("127.0.0.1:{stats}")),
             ("FLEET_STATS__URL".into(), format!("http://127.0.0.1:{stats}")),
+            ("FLEET_TRANSFER__LISTEN".into(), format!("127.0.0.1:{transfer}")),
+            ("FLEET_TRANSFER__URL".into(), format!("http://127.0.0.1:{transfer}")),
             ("FLEET_GATEWAY__HTTPS_LISTEN".into(), format!("127.0.0.1:{https}")),
             ("FLEET_GATEWAY__HTTP_LISTEN".into(), format!("127.0.0.1:{http}")),
             ("FLEET_ADMIN_LISTEN".into(), format!("127.0.0.1:{admin}")),
@@ -207,6 +214,7 @@ impl Fleet {
             auth_port: auth,
             users_port: users,
             stats_port: stats,
+            transfer_port: transfer,
             cert,
             env,
             target: args
@@ -228,11 +236,13 @@ impl Fleet {
                 Some("users") if serving(self.users_port).await => return,
                 Some("auth") if serving(self.auth_port).await => return,
                 Some("stats") if serving(self.stats_port).await => return,
-                Some("users" | "auth" | "stats") => {}
+                Some("transfer") if serving(self.transfer_port).await => return,
+                Some("users" | "auth" | "stats" | "transfer") => {}
                 _ => {
                     let services_up = serving(self.auth_port).await
                         && serving(self.users_port).await
-                        && serving(self.stats_port).await;
+                        && serving(self.stats_port).await
+                        && serving(self.transfer_port).await;
                     if services_up && self.cert_path().exists() {
                         let health = self.client(Proto::Http1).get(self.url("/health")).send().await;
                         if health.is_ok_and(|r| r.status() == 200) {

@@ -21,3 +21,4 @@ mod security;
 mod sockets;
 mod stats;
 mod traces;
+mod transfer;

@@ -13,7 +13,7 @@ use crate::harness::{Api, Fleet, PASSWORD, Proto, assert_problem};
 
 /// The Python that has pyotp and zxing-cpp (.ci/run installs them), or
 /// `None` to skip when they are missing outside CI.
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let python = std::env::var("FLEET_PYTHON").unwrap_or_else(|_| "python3".into());
     let ready = std::process::Command::new(&python)
         .args(["-c", "import pyotp, zxingcpp, PIL"])
@@ -31,7 +31,7 @@ fn python() -> Option<String> {
 }
 
 /// Runs tests/e2e/otp.py.
-fn otp(python: &str, args: &[&str], stdin: &str) -> String {
+pub(crate) fn otp(python: &str, args: &[&str], stdin: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otp.py");
     let mut child = std::process::Command::new(python)
         .arg(script)

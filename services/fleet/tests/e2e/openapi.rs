@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/stats/activity"),
     ("get", "/api/v1/stats/sessions"),
     ("get", "/api/v1/stats/overview"),
+    ("get", "/api/v1/export"),
 ];
 
 #[tokio::test]

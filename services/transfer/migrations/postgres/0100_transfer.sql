@@ -1,0 +1,16 @@
+-- What the transfer service owns: a record of every export it ran, for
+-- audit and for the operator. Never the exported data itself. Times are
+-- microseconds since the Unix epoch.
+CREATE TABLE exports (
+    id               UUID PRIMARY KEY,
+    user_id          UUID NOT NULL,
+    -- The user themselves, or the administrator who asked.
+    requested_by     UUID NOT NULL,
+    format           TEXT NOT NULL,
+    -- running, completed or failed.
+    status           TEXT NOT NULL,
+    activity_entries BIGINT NOT NULL,
+    started_us       BIGINT NOT NULL,
+    finished_us      BIGINT
+);
+CREATE INDEX exports_user ON exports (user_id, started_us);

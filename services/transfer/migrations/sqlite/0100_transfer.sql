@@ -1,0 +1,16 @@
+-- What the transfer service owns: a record of every export it ran, for
+-- audit and for the operator. Never the exported data itself. Times are
+-- microseconds since the Unix epoch.
+CREATE TABLE exports (
+    id               BLOB PRIMARY KEY,
+    user_id          BLOB NOT NULL,
+    -- The user themselves, or the administrator who asked.
+    requested_by     BLOB NOT NULL,
+    format           TEXT NOT NULL,
+    -- running, completed or failed.
+    status           TEXT NOT NULL,
+    activity_entries INTEGER NOT NULL,
+    started_us       INTEGER NOT NULL,
+    finished_us      INTEGER
+);
+CREATE INDEX exports_user ON exports (user_id, started_us);

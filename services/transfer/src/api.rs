@@ -1,0 +1,168 @@
+//! The transfer RPCs. An export reads the user's data from the services
+//! that own it, with the caller's own token, so each of them decides what
+//! the caller may see; the document is streamed as it is read.
+
+use std::sync::Arc;
+
+use fleet_kit::{
+    SharedClock,
+    error::{Violations, internal, invalid_argument},
+    token::require_user,
+};
+use fleet_proto::{
+    auth::v1::{GetMfaStatusRequest, ListSessionsRequest, auth_service_client::AuthServiceClient},
+    stats::v1::{ExportActivityRequest, stats_service_client::StatsServiceClient},
+    transfer::v1::{ExportRequest, transfer_service_server::TransferService},
+    users::v1::{GetMeRequest, GetUserRequest, User, users_service_client::UsersServiceClient},
+};
+use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    document::{self, Head, MfaRecord, Profile, SessionRecord},
+    store::{NewExport, TransferStore},
+    stream::{self, BodyStream, Format, Run},
+};
+
+/// The services an export reads from.
+#[derive(Clone)]
+pub struct Sources {
+    /// The users service (profiles).
+    pub users: Channel,
+    /// The auth service (sessions, second factors).
+    pub auth: Channel,
+    /// The stats service (the activity log).
+    pub stats: Channel,
+}
+
+/// The transfer RPCs.
+#[derive(Clone)]
+pub struct TransferApi {
+    store: Arc<dyn TransferStore>,
+    sources: Sources,
+    clock: SharedClock,
+}
+
+/// A request to another service on the caller's behalf: the caller's token
+/// and the trace go along.
+fn on_behalf<T, M>(caller: &Request<T>, message: M) -> Request<M> {
+    let mut request = Request::new(message);
+    if let Some(token) = caller.metadata().get("authorization") {
+        request.metadata_mut().insert("authorization", token.clone());
+    }
+    fleet_kit::trace::inject_metadata(request.metadata_mut());
+    request
+}
+
+fn user_id_of(user_id: &str) -> Result<Option<Uuid>, Status> {
+    if user_id.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(user_id).map(Some).map_err(|_| {
+        let mut v = Violations::new();
+        v.add("user_id", "must be a UUID");
+        invalid_argument(&v)
+    })
+}
+
+impl TransferApi {
+    /// The service over `store`, reading from `sources`.
+    pub fn new(store: Arc<dyn TransferStore>, sources: Sources, clock: SharedClock) -> Self {
+        Self { store, sources, clock }
+    }
+
+    /// The subject's profile: the caller's own, or, for an active
+    /// administrator now, the one named.
+    async fn profile<T>(&self, request: &Request<T>, caller: Uuid, asked: Option<Uuid>) -> Result<User, Status> {
+        let mut users = UsersServiceClient::new(self.sources.users.clone());
+        let me = users.get_me(on_behalf(request, GetMeRequest {})).await?.into_inner();
+        let Some(subject) = asked.filter(|id| *id != caller) else {
+            return Ok(me);
+        };
+        let admin = me.role.as_deref() == Some("admin") && me.status.as_deref() == Some("active");
+        if !admin {
+            return Err(Status::permission_denied(
+                "only administrators may export another user's data",
+            ));
+        }
+        let id = subject.to_string();
+        Ok(users
+            .get_user(on_behalf(request, GetUserRequest { id }))
+            .await?
+            .into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl TransferService for TransferApi {
+    type ExportStream = BodyStream;
+
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<BodyStream>, Status> {
+        let (caller, _) = require_user(&request)?;
+        let asked = user_id_of(&request.get_ref().user_id)?;
+        let Some(format) = Format::parse(&request.get_ref().format) else {
+            let mut v = Violations::new();
+            v.add("format", "must be json or csv");
+            return Err(invalid_argument(&v));
+        };
+        let user = self.profile(&request, caller, asked).await?;
+        let subject = Uuid::parse_str(&user.id).map_err(|_| Status::internal("the users service named no id"))?;
+        let user_id = if subject == caller {
+            String::new()
+        } else {
+            subject.to_string()
+        };
+        let mut auth = AuthServiceClient::new(self.sources.auth.clone());
+        let sessions = auth
+            .list_sessions(on_behalf(
+                &request,
+                ListSessionsRequest {
+                    user_id: user_id.clone(),
+                },
+            ))
+            .await?
+            .into_inner();
+        let mfa = auth
+            .get_mfa_status(on_behalf(
+                &request,
+                GetMfaStatusRequest {
+                    user_id: user_id.clone(),
+                },
+            ))
+            .await?
+            .into_inner();
+        let activity = StatsServiceClient::new(self.sources.stats.clone())
+            .export_activity(on_behalf(&request, ExportActivityRequest { user_id }))
+            .await?
+            .into_inner();
+
+        let now = self.clock.now();
+        let export = NewExport {
+            id: Uuid::now_v7(),
+            user_id: subject,
+            requested_by: caller,
+            format: format.name().to_string(),
+        };
+        self.store.start_export(&export, now).await.map_err(|e| internal(&e))?;
+        let head = Head {
+            user_id: &user.id,
+            exported_at: document::rfc3339(now),
+            format_version: document::FORMAT_VERSION,
+            profile: &Profile::from(&user),
+            sessions: &sessions.items.iter().map(SessionRecord::from).collect::<Vec<_>>(),
+            mfa: &MfaRecord::from(&mfa),
+        };
+        let run = Run::new(self.store.clone(), self.clock.clone(), export.id);
+        let body = stream::body(format, &head, activity, run).map_err(|e| internal(&e))?;
+        let mut response = Response::new(body);
+        let filename = format!(
+            "attachment; filename=\"fleet-export-{subject}-{}.{format}\"",
+            now.format("%Y-%m-%d"),
+            format = format.name(),
+        );
+        if let Ok(value) = MetadataValue::try_from(filename) {
+            response.metadata_mut().insert("content-disposition", value);
+        }
+        Ok(response)
+    }
+}

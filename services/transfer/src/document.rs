@@ -1,0 +1,289 @@
+//! The export document, format version 1: what a user's personal data looks
+//! like outside the fleet. Its parts are explicit types, so the format is
+//! written down once and changes only with `FORMAT_VERSION`:
+//!
+//! ```json
+//! {"user_id": "…", "exported_at": "…", "format_version": 1,
+//!  "data": {"profile": {…}, "sessions": […], "mfa": {…},
+//!           "activity_log": [{"id", "kind", "occurred_at", "ip", "user_agent", "details"}, …]}}
+//! ```
+//!
+//! Never part of it: password hashes, TOTP secrets, backup or SMS codes,
+//! refresh tokens, signing keys. None of them reaches the transfer service:
+//! it reads only what the owning services show the user.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use fleet_kit::time::from_timestamp;
+use fleet_proto::{
+    auth::v1::{MfaStatus, Session},
+    stats::v1::ActivityEntry,
+    users::v1::User,
+};
+use serde::{Deserialize, Serialize};
+
+/// The version of the layout this service writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An instant as the REST API prints it: RFC 3339 in UTC.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
+    ts.and_then(from_timestamp).map(rfc3339)
+}
+
+/// The account's profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub id: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub role: Option<String>,
+    pub status: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+impl From<&User> for Profile {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            role: user.role.clone(),
+            status: user.status.clone(),
+            created_at: timestamp(user.created_at.as_ref()),
+            updated_at: timestamp(user.updated_at.as_ref()),
+        }
+    }
+}
+
+/// One active session: the device and network it was opened from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub created_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl From<&Session> for SessionRecord {
+    fn from(s: &Session) -> Self {
+        Self {
+            id: s.id.clone(),
+            created_at: timestamp(s.created_at.as_ref()),
+            last_used_at: timestamp(s.last_used_at.as_ref()),
+            expires_at: timestamp(s.expires_at.as_ref()),
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+        }
+    }
+}
+
+/// Which second factors are on: never a secret or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaRecord {
+    pub enabled: bool,
+    pub methods: Vec<String>,
+    pub backup_codes_remaining: u32,
+    pub sms_enabled: bool,
+}
+
+impl From<&MfaStatus> for MfaRecord {
+    fn from(m: &MfaStatus) -> Self {
+        Self {
+            enabled: m.enabled,
+            methods: m.methods.clone(),
+            backup_codes_remaining: m.backup_codes_remaining,
+            sms_enabled: m.sms_enabled,
+        }
+    }
+}
+
+/// One entry of the activity log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityRecord {
+    pub id: String,
+    pub kind: String,
+    pub occurred_at: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<ActivityEntry> for ActivityRecord {
+    fn from(e: ActivityEntry) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            occurred_at: timestamp(e.occurred_at.as_ref()).unwrap_or_default(),
+            ip: e.ip,
+            user_agent: e.user_agent,
+            details: e.details.map(struct_to_json).unwrap_or_default(),
+        }
+    }
+}
+
+/// A `google.protobuf.Struct` as a JSON object; whole numbers print as
+/// integers, as the REST API prints them.
+pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value;
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) => whole(n)
+            .map(Value::from)
+            .or_else(|| serde_json::Number::from_f64(n).map(Value::Number))
+            .unwrap_or(Value::Null),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+/// `n` as an integer when it is one that a double holds exactly.
+fn whole(n: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    #[allow(clippy::cast_possible_truncation)]
+    (n.fract() == 0.0 && n.abs() <= EXACT).then_some(n as i64)
+}
+
+/// What opens the document, up to the activity log's first entry.
+#[derive(Debug, Serialize)]
+pub struct Head<'a> {
+    pub user_id: &'a str,
+    pub exported_at: String,
+    pub format_version: u32,
+    pub profile: &'a Profile,
+    pub sessions: &'a [SessionRecord],
+    pub mfa: &'a MfaRecord,
+}
+
+impl Head<'_> {
+    /// `{"user_id":…,"data":{"profile":…,"sessions":…,"mfa":…,"activity_log":[`
+    pub fn opening(&self) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"user_id\":");
+        serde_json::to_writer(&mut out, self.user_id)?;
+        out.extend_from_slice(b",\"exported_at\":");
+        serde_json::to_writer(&mut out, &self.exported_at)?;
+        out.extend_from_slice(b",\"format_version\":");
+        serde_json::to_writer(&mut out, &self.format_version)?;
+        out.extend_from_slice(b",\"data\":{\"profile\":");
+        serde_json::to_writer(&mut out, self.profile)?;
+        out.extend_from_slice(b",\"sessions\":");
+        serde_json::to_writer(&mut out, self.sessions)?;
+        out.extend_from_slice(b",\"mfa\":");
+        serde_json::to_writer(&mut out, self.mfa)?;
+        out.extend_from_slice(b",\"activity_log\":[");
+        Ok(out)
+    }
+}
+
+/// What closes the document after the last entry.
+pub const CLOSING: &[u8] = b"]}}";
+
+/// The whole document, for reading one back (import, tests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub user_id: String,
+    pub exported_at: String,
+    pub format_version: u32,
+    pub data: Data,
+}
+
+/// The document's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    pub profile: Profile,
+    #[serde(default)]
+    pub sessions: Vec<SessionRecord>,
+    pub mfa: Option<MfaRecord>,
+    #[serde(default)]
+    pub activity_log: Vec<ActivityRecord>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn mfa() -> MfaRecord {
+        MfaRecord {
+            enabled: true,
+            methods: vec!["totp".into()],
+            backup_codes_remaining: 10,
+            sms_enabled: false,
+        }
+    }
+
+    pub(crate) fn profile() -> Profile {
+        Profile {
+            id: "0190-a".into(),
+            email: Some("a@example.com".into()),
+            display_name: "A \"quoted\" name".into(),
+            role: Some("user".into()),
+            status: Some("active".into()),
+            created_at: Some("2026-01-02T03:04:05Z".into()),
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn the_streamed_pieces_make_one_document_that_reads_back() {
+        let mfa = MfaRecord {
+            enabled: true,
+            methods: vec!["totp".into(), "backup_code".into()],
+            backup_codes_remaining: 9,
+            sms_enabled: false,
+        };
+        let head = Head {
+            user_id: "0190-a",
+            exported_at: "2026-12-02T00:00:00Z".into(),
+            format_version: FORMAT_VERSION,
+            profile: &profile(),
+            sessions: &[],
+            mfa: &mfa,
+        };
+        let entry = ActivityRecord {
+            id: "e1".into(),
+            kind: "auth.login_succeeded".into(),
+            occurred_at: "2026-12-01T10:00:00.5Z".into(),
+            ip: "192.0.2.1".into(),
+            user_agent: "curl/8".into(),
+            details: serde_json::json!({"amr": ["pwd"]}).as_object().unwrap().clone(),
+        };
+        let mut text = head.opening().unwrap();
+        serde_json::to_writer(&mut text, &entry).unwrap();
+        text.push(b',');
+        serde_json::to_writer(&mut text, &entry).unwrap();
+        text.extend_from_slice(CLOSING);
+        let doc: Document = serde_json::from_slice(&text).unwrap();
+        assert_eq!(doc.format_version, 1);
+        assert_eq!(doc.data.profile, profile());
+        assert_eq!(doc.data.mfa, Some(mfa));
+        assert_eq!(doc.data.activity_log, vec![entry.clone(), entry]);
+    }
+
+    #[test]
+    fn whole_numbers_in_details_print_as_integers() {
+        let s = prost_types::Struct {
+            fields: [
+                ("n".to_string(), prost_types::Value::from(3.0)),
+                ("f".to_string(), prost_types::Value::from(0.5)),
+            ]
+            .into(),
+        };
+        let json = serde_json::Value::Object(struct_to_json(s));
+        assert_eq!(json.to_string(), r#"{"f":0.5,"n":3}"#);
+    }
+}
