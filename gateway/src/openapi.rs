@@ -31,7 +31,7 @@ enum Direction {
 /// The document for `routes`.
 pub fn document(routes: &RouteTable, version: &str) -> Value {
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
-    let mut schemas = BTreeMap::new();
+    let mut schemas = Schemas::default();
     for route in routes.routes() {
         let input = route.rpc.input();
         let output = route.rpc.output();
@@ -70,23 +70,27 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
             "security": if anonymous { json!([]) } else { json!([{"bearer": []}]) },
         });
         if route.body == BodySpec::Whole {
-            collect(&input, Direction::Request, &mut schemas);
+            let schema = collect(&input, Direction::Request, &mut schemas);
             operation["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {"schema": reference(&input)}},
+                "content": {"application/json": {"schema": schema}},
             });
+        }
+        if let BodySpec::Raw(_) = route.body {
+            let content = media_types(&route.rpc, "fleet.api.v1.consumes", Direction::Request, &mut schemas);
+            operation["requestBody"] = json!({"required": true, "content": content});
         }
         let mut responses = serde_json::Map::new();
         let empty = crate::transcode::is_empty_message(&output);
         let mut success = if route.streams_body() {
-            streamed(&route.rpc)
+            streamed(&route.rpc, &mut schemas)
         } else if empty {
             json!({"description": "Done"})
         } else {
-            collect(&output, Direction::Answer, &mut schemas);
+            let schema = collect(&output, Direction::Answer, &mut schemas);
             json!({
                 "description": "Success",
-                "content": {"application/json": {"schema": reference(&output)}},
+                "content": {"application/json": {"schema": schema}},
             })
         };
         let links = links(&route.rpc);
@@ -104,7 +108,7 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
             .or_default()
             .insert(route.method.as_str().to_lowercase(), operation);
     }
-    schemas.insert("Problem".to_string(), problem_schema());
+    schemas.map.insert("Problem".to_string(), problem_schema());
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -114,7 +118,7 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": schemas.map,
             "responses": {
                 "Problem": {
                     "description": "An error (RFC 9457 problem details)",
@@ -134,23 +138,10 @@ fn method_flag(rpc: &MethodDescriptor, extension: &str) -> bool {
     rpc.options().get_extension(&ext).as_bool().unwrap_or(false)
 }
 
-/// A streamed answer: its media types from `fleet.api.v1.produces`, each a
-/// document the service writes (JSON: an object; anything else: text), sent
+/// A streamed answer: its media types from `fleet.api.v1.produces`, sent
 /// as an attachment.
-fn streamed(rpc: &MethodDescriptor) -> Value {
-    let mut content = serde_json::Map::new();
-    if let Some(ext) = rpc.parent_pool().get_extension_by_name("fleet.api.v1.produces") {
-        let options = rpc.options();
-        let value = options.get_extension(&ext);
-        for media in value.as_list().unwrap_or_default().iter().filter_map(Reflected::as_str) {
-            let schema = if media == "application/json" {
-                json!({"type": "object"})
-            } else {
-                json!({"type": "string"})
-            };
-            content.insert(media.to_string(), json!({"schema": schema}));
-        }
-    }
+fn streamed(rpc: &MethodDescriptor, schemas: &mut Schemas) -> Value {
+    let content = media_types(rpc, "fleet.api.v1.produces", Direction::Answer, schemas);
     json!({
         "description": "Streamed as it is read (chunked on HTTP/1.1), as an attachment",
         "headers": {
@@ -161,6 +152,42 @@ fn streamed(rpc: &MethodDescriptor) -> Value {
         },
         "content": content,
     })
+}
+
+/// The media types an RPC lists in `option` (`fleet.api.v1.produces` or
+/// `consumes`), each with its schema: JSON is the message named by
+/// `fleet.api.v1.document` (any object without one), anything else text.
+fn media_types(
+    rpc: &MethodDescriptor,
+    option: &str,
+    direction: Direction,
+    schemas: &mut Schemas,
+) -> serde_json::Map<String, Value> {
+    let pool = rpc.parent_pool();
+    let options = rpc.options();
+    let document = pool
+        .get_extension_by_name("fleet.api.v1.document")
+        .and_then(|ext| options.get_extension(&ext).as_str().map(str::to_string))
+        .and_then(|name| pool.get_message_by_name(&name));
+    let mut content = serde_json::Map::new();
+    let Some(ext) = pool.get_extension_by_name(option) else {
+        return content;
+    };
+    let listed = options.get_extension(&ext);
+    for media in listed
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Reflected::as_str)
+    {
+        let schema = match (&document, media) {
+            (Some(message), "application/json") => collect(message, direction, schemas),
+            (None, "application/json") => json!({"type": "object"}),
+            _ => json!({"type": "string"}),
+        };
+        content.insert(media.to_string(), json!({"schema": schema}));
+    }
+    content
 }
 
 /// The OpenAPI links of an RPC's success answer, from `fleet.api.v1.links`.
@@ -188,20 +215,38 @@ fn links(rpc: &MethodDescriptor) -> serde_json::Map<String, Value> {
     out
 }
 
-fn schema_name(desc: &MessageDescriptor) -> String {
-    desc.full_name().replace('.', "_")
+/// The schemas of the document, and the direction each was made for.
+#[derive(Default)]
+struct Schemas {
+    map: BTreeMap<String, Value>,
+    directions: std::collections::HashMap<String, Direction>,
 }
 
-fn reference(desc: &MessageDescriptor) -> Value {
-    json!({"$ref": format!("#/components/schemas/{}", schema_name(desc))})
-}
-
-fn collect(desc: &MessageDescriptor, direction: Direction, schemas: &mut BTreeMap<String, Value>) {
-    let name = schema_name(desc);
-    if schemas.contains_key(&name) {
-        return;
+/// A message's schema is named after it; a message used both ways (sent
+/// and answered, whose schemas differ in what is required and nullable)
+/// has a second schema, for the direction it met second, named with that
+/// direction (`…_request`, `…_answer`).
+fn schema_name(desc: &MessageDescriptor, direction: Direction, schemas: &Schemas) -> String {
+    let base = desc.full_name().replace('.', "_");
+    match schemas.directions.get(&base) {
+        Some(first) if *first != direction => match direction {
+            Direction::Request => format!("{base}_request"),
+            Direction::Answer => format!("{base}_answer"),
+        },
+        _ => base,
     }
-    schemas.insert(name.clone(), Value::Null);
+}
+
+/// Adds the schema of `desc` (and of the messages in it) for `direction`,
+/// once; its reference.
+fn collect(desc: &MessageDescriptor, direction: Direction, schemas: &mut Schemas) -> Value {
+    let name = schema_name(desc, direction, schemas);
+    let reference = json!({"$ref": format!("#/components/schemas/{name}")});
+    if schemas.map.contains_key(&name) {
+        return reference;
+    }
+    schemas.map.insert(name.clone(), Value::Null);
+    schemas.directions.entry(name.clone()).or_insert(direction);
     let mut properties = serde_json::Map::new();
     let mut required = Vec::new();
     for field in desc.fields() {
@@ -230,7 +275,8 @@ fn collect(desc: &MessageDescriptor, direction: Direction, schemas: &mut BTreeMa
     if direction == Direction::Request && !group.is_empty() {
         schema["oneOf"] = exactly_one(&group);
     }
-    schemas.insert(name, schema);
+    schemas.map.insert(name, schema);
+    reference
 }
 
 /// One alternative per field of an `exactly_one_of` group: that field
@@ -253,7 +299,7 @@ fn exactly_one(group: &[String]) -> Value {
     Value::Array(alternatives.collect())
 }
 
-fn field_schema(field: &FieldDescriptor, direction: Direction, schemas: &mut BTreeMap<String, Value>) -> Value {
+fn field_schema(field: &FieldDescriptor, direction: Direction, schemas: &mut Schemas) -> Value {
     let single = match field.kind() {
         Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
             json!({"type": "string", "format": "date-time"})
@@ -265,10 +311,7 @@ fn field_schema(field: &FieldDescriptor, direction: Direction, schemas: &mut BTr
             let value = m.map_entry_value_field();
             return json!({"type": "object", "additionalProperties": field_schema(&value, direction, schemas)});
         }
-        Kind::Message(m) => {
-            collect(&m, direction, schemas);
-            reference(&m)
-        }
+        Kind::Message(m) => collect(&m, direction, schemas),
         Kind::Enum(e) => {
             json!({"type": "string", "enum": e.values().map(|v| v.name().to_string()).collect::<Vec<_>>()})
         }
@@ -398,11 +441,23 @@ mod tests {
         assert!(doc["paths"]["/api/v1/auth/register"]["post"]["responses"]["201"].is_object());
         assert!(doc["paths"]["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
         let export = &doc["paths"]["/api/v1/export"]["get"]["responses"]["200"];
-        assert_eq!(
-            export["content"]["application/json"]["schema"]["type"], "object",
-            "{export}"
-        );
+        let document = json!({"$ref": "#/components/schemas/fleet_transfer_v1_ExportDocument"});
+        assert_eq!(export["content"]["application/json"]["schema"], document, "{export}");
+        assert_eq!(export["content"]["text/csv"]["schema"]["type"], "string", "{export}");
         assert!(export["headers"]["Content-Disposition"].is_object(), "{export}");
+        let import = &doc["paths"]["/api/v1/import"]["post"]["requestBody"]["content"];
+        let sent = json!({"$ref": "#/components/schemas/fleet_transfer_v1_ExportDocument_request"});
+        assert_eq!(import["application/json"]["schema"], sent, "{import}");
+        let answered = &doc["components"]["schemas"]["fleet_transfer_v1_ExportProfile"]["required"];
+        let sent = &doc["components"]["schemas"]["fleet_transfer_v1_ExportProfile_request"]["required"];
+        assert_eq!(
+            answered.as_array().unwrap().len(),
+            7,
+            "an answer has every field: {answered}"
+        );
+        assert_eq!(sent, &json!(["display_name"]), "a request needs what the rules say");
+        let entry = &doc["components"]["schemas"]["fleet_transfer_v1_ExportEntry"];
+        assert_eq!(entry["properties"]["occurred_at"]["format"], "date-time", "{entry}");
         let user = &doc["components"]["schemas"]["fleet_users_v1_User"]["properties"];
         assert_eq!(user["created_at"]["anyOf"][0]["format"], "date-time");
         let list = &doc["paths"]["/api/v1/users"]["get"]["parameters"];

@@ -108,6 +108,10 @@ pub enum BodySpec {
     None,
     /// `body: "*"`: the whole JSON body is the request message.
     Whole,
+    /// `body: "<field>"` where the field is a `google.api.HttpBody`: the
+    /// body as it arrived (any media type) goes in that field; the other
+    /// fields come from the path and the query string.
+    Raw(String),
 }
 
 /// One REST route.
@@ -290,7 +294,13 @@ fn route(rpc: &MethodDescriptor, rule: &HttpRule, success_status: u16) -> anyhow
     let body = match rule.body.as_str() {
         "" => BodySpec::None,
         "*" => BodySpec::Whole,
-        other => bail!("{}: body {other:?} is not supported (only \"*\")", rpc.full_name()),
+        field => match input.get_field_by_name(field).map(|f| f.kind()) {
+            Some(prost_reflect::Kind::Message(m)) if m.full_name() == HTTP_BODY => BodySpec::Raw(field.to_string()),
+            _ => bail!(
+                "{}: body {field:?} is not supported (only \"*\" or a {HTTP_BODY} field)",
+                rpc.full_name()
+            ),
+        },
     };
     if rpc.is_client_streaming() {
         bail!("{}: client-streaming RPCs have no REST route", rpc.full_name());

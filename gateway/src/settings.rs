@@ -47,6 +47,9 @@ pub struct GatewaySettings {
     pub tls_key: Option<PathBuf>,
     /// Largest request body, bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest request bodies of particular routes by template
+    /// (`/api/v1/import`), bytes.
+    pub route_max_body_bytes: BTreeMap<String, usize>,
     /// Largest total size of request headers, bytes (431 beyond).
     pub max_header_bytes: usize,
     /// Upstream deadline of a REST call, milliseconds.
@@ -83,6 +86,7 @@ impl Default for GatewaySettings {
             max_header_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
             route_timeouts_ms: BTreeMap::new(),
+            route_max_body_bytes: BTreeMap::new(),
             redis_timeout_ms: 250,
             hsts_max_age_secs: 31_536_000,
             cors: CorsSettings::default(),
@@ -95,6 +99,11 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// The largest request body of a route.
+    pub fn body_limit_for(&self, template: &str) -> usize {
+        *self.route_max_body_bytes.get(template).unwrap_or(&self.max_body_bytes)
+    }
+
     /// The upstream deadline of a route.
     pub fn timeout_for(&self, template: &str) -> Duration {
         Duration::from_millis(*self.route_timeouts_ms.get(template).unwrap_or(&self.request_timeout_ms))

@@ -17,11 +17,13 @@ pub fn request_message(
     route: &Route,
     bindings: &[(String, String)],
     query: Option<&str>,
-    body: &[u8],
+    content_type: Option<&str>,
+    body: Vec<u8>,
 ) -> Result<DynamicMessage, Problem> {
     let desc = route.rpc.input();
-    let mut message = match route.body {
-        BodySpec::Whole => parse_body(desc.clone(), body)?,
+    let mut message = match &route.body {
+        BodySpec::Whole => parse_body(desc.clone(), &body)?,
+        BodySpec::Raw(field) => raw_body(&desc, field, content_type, body)?,
         BodySpec::None if !body.iter().all(u8::is_ascii_whitespace) => {
             return Err(Problem::new(
                 400,
@@ -46,6 +48,34 @@ pub fn request_message(
     Ok(message)
 }
 
+/// A request whose `field` (a `google.api.HttpBody`) holds the body as it
+/// arrived, with its media type.
+fn raw_body(
+    desc: &MessageDescriptor,
+    field: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<DynamicMessage, Problem> {
+    if body.is_empty() {
+        return Err(Problem::new(400, "invalid_body", "this route takes a request body"));
+    }
+    let field = desc
+        .get_field_by_name(field)
+        .ok_or_else(|| Problem::new(500, "internal", "the route's body field is missing"))?;
+    let Kind::Message(body_desc) = field.kind() else {
+        return Err(Problem::new(500, "internal", "the route's body field is not a message"));
+    };
+    let mut part = DynamicMessage::new(body_desc);
+    part.set_field_by_name(
+        "content_type",
+        Value::String(content_type.unwrap_or_default().to_string()),
+    );
+    part.set_field_by_name("data", Value::Bytes(body.into()));
+    let mut message = DynamicMessage::new(desc.clone());
+    message.set_field(&field, Value::Message(part));
+    Ok(message)
+}
+
 fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Problem> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Problem::new(400, "invalid_body", "the request body is not valid UTF-8"))?;
@@ -56,18 +86,25 @@ fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Pr
             "this route takes a JSON object as its body",
         ));
     }
-    let mut de = serde_json::Deserializer::from_str(text);
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Problem::new(400, "invalid_body", format!("malformed JSON: {e}")))?;
+    // Decoding reads null as the default anywhere; the contract allows it
+    // only where a field has presence.
+    let nulls = fleet_proto::json::misplaced_nulls(&desc, &value);
+    if !nulls.is_empty() {
+        let mut problem = Problem::new(400, "invalid_argument", "the request body breaks the contract");
+        problem.errors = nulls
+            .into_iter()
+            .map(|v| crate::problem::FieldError {
+                field: v.field,
+                message: v.message,
+            })
+            .collect();
+        return Err(problem);
+    }
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let message = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| {
-            let kind = if e.is_syntax() || e.is_eof() {
-                "malformed JSON"
-            } else {
-                "invalid request body"
-            };
-            Problem::new(400, "invalid_body", format!("{kind}: {e}"))
-        })?;
+    let message = DynamicMessage::deserialize_with_options(desc, value, &options)
+        .map_err(|e| Problem::new(400, "invalid_body", format!("invalid request body: {e}")))?;
     Ok(message)
 }
 
@@ -251,13 +288,13 @@ mod tests {
     #[test]
     fn bodies_paths_and_queries_fill_the_request() {
         let msg = with_route(Method::PATCH, "/api/v1/users/abc", |r, b| {
-            request_message(r, &b, None, br#"{"display_name":"Ada","version":3}"#)
+            request_message(r, &b, None, None, br#"{"display_name":"Ada","version":3}"#.to_vec())
         })
         .unwrap();
         assert_eq!(msg.get_field_by_name("id").unwrap().as_str(), Some("abc"));
         assert_eq!(msg.get_field_by_name("display_name").unwrap().as_str(), Some("Ada"));
         let msg = with_route(Method::GET, "/api/v1/users", |r, b| {
-            request_message(r, &b, Some("limit=5&q=a+b%21"), b"")
+            request_message(r, &b, Some("limit=5&q=a+b%21"), None, Vec::new())
         })
         .unwrap();
         assert_eq!(msg.get_field_by_name("limit").unwrap().as_u32(), Some(5));
@@ -268,7 +305,7 @@ mod tests {
     fn bad_requests_are_problems() {
         let login = |body: &[u8]| {
             with_route(Method::POST, "/api/v1/auth/login", |r, b| {
-                request_message(r, &b, None, body)
+                request_message(r, &b, None, None, body.to_vec())
             })
         };
         for body in [
@@ -277,20 +314,23 @@ mod tests {
             b"{\"nope\":1}",
             b"\xff\xfe",
             b"{} trailing",
+            b"{\"email\":null,\"password\":\"x\"}",
         ] {
             let problem = login(body).unwrap_err();
             assert_eq!(problem.status, 400, "{:?}", String::from_utf8_lossy(body));
         }
         let list = |q: &str| {
             with_route(Method::GET, "/api/v1/users", |r, b| {
-                request_message(r, &b, Some(q), b"")
+                request_message(r, &b, Some(q), None, Vec::new())
             })
         };
+        let null = login(b"{\"email\":null,\"password\":\"x\"}").unwrap_err();
+        assert_eq!(null.errors[0].field, "email", "null only where a field has presence");
         assert_eq!(list("limit=many").unwrap_err().errors[0].field, "limit");
         assert_eq!(list("color=red").unwrap_err().errors[0].field, "color");
         assert_eq!(list("q=a&q=b").unwrap_err().errors[0].field, "q");
         let with_body = with_route(Method::GET, "/api/v1/users/me", |r, b| {
-            request_message(r, &b, None, b"{}")
+            request_message(r, &b, None, None, b"{}".to_vec())
         });
         assert_eq!(with_body.unwrap_err().status, 400);
     }

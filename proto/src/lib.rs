@@ -5,6 +5,7 @@
 #![allow(clippy::derive_partial_eq_without_eq)]
 
 pub mod codec;
+pub mod json;
 pub mod rules;
 
 /// The encoded `FileDescriptorSet` of every Fleet proto, with source info and

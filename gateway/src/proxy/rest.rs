@@ -20,9 +20,9 @@ use crate::{
 };
 
 impl Gateway {
-    /// Reads the whole body, refusing more than the limit.
-    async fn read_body(&self, session: &mut Session) -> Result<Vec<u8>, Problem> {
-        let limit = self.settings.max_body_bytes;
+    /// Reads the whole body, refusing more than the route's limit.
+    async fn read_body(&self, session: &mut Session, template: &str) -> Result<Vec<u8>, Problem> {
+        let limit = self.settings.body_limit_for(template);
         let too_large = || {
             Problem::new(
                 413,
@@ -98,7 +98,7 @@ impl Gateway {
         if let Err(problem) = authenticated {
             return self.problem(session, ctx, &problem).await;
         }
-        let body = match self.read_body(session).await {
+        let body = match self.read_body(session, route.template.as_str()).await {
             Ok(body) => body,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
@@ -151,7 +151,8 @@ impl Gateway {
         }
         // A request that cannot be transcoded is never stored, so a hit
         // above never skips this check.
-        let message = match transcode::request_message(route, &bindings, query.as_deref(), &body) {
+        let content_type = header_str(session, "content-type");
+        let message = match transcode::request_message(route, &bindings, query.as_deref(), content_type, body) {
             Ok(message) => message,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };

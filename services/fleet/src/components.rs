@@ -77,7 +77,7 @@ impl Component {
             Component::Auth => config.auth.service.database_url.as_ref(),
             Component::Users => config.users.database_url.as_ref(),
             Component::Stats => config.stats.service.database_url.as_ref(),
-            Component::Transfer => config.transfer.database_url.as_ref(),
+            Component::Transfer => config.transfer.service.database_url.as_ref(),
             Component::Gateway => None,
         }
     }
@@ -199,7 +199,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
             Component::Users => config.users.listen,
             Component::Auth => config.auth.service.listen,
             Component::Stats => config.stats.service.listen,
-            Component::Transfer => config.transfer.listen,
+            Component::Transfer => config.transfer.service.listen,
             Component::Gateway => continue,
         };
         let listener = bind(listen, *component).await?;
@@ -268,6 +268,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                         auth: channel(&config.auth.service.url)?,
                         stats: channel(&config.stats.service.url)?,
                     },
+                    settings: config.transfer.settings.clone(),
                 };
                 tasks.spawn(async move { ("transfer", fleet_transfer::serve(deps, listener, stop).await) });
             }
@@ -361,7 +362,19 @@ fn gateway_deps(
     metrics: fleet_gateway::metrics::GatewayMetrics,
     process: Arc<ProcessMonitor>,
 ) -> anyhow::Result<fleet_gateway::Deps> {
-    let settings = config.gateway.clone();
+    let mut settings = config.gateway.clone();
+    // The import route takes documents up to transfer's limit; every other
+    // route keeps the gateway's.
+    settings
+        .route_max_body_bytes
+        .entry(fleet_transfer::IMPORT_ROUTE.to_string())
+        .or_insert(config.transfer.settings.max_import_bytes);
+    // Writing a large history takes longer than a request: minutes, unless
+    // `gateway.route_timeouts_ms` says otherwise.
+    settings
+        .route_timeouts_ms
+        .entry(fleet_transfer::IMPORT_ROUTE.to_string())
+        .or_insert(fleet_transfer::IMPORT_TIMEOUT_MS);
     let certificate = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => fleet_gateway::tls::CertificateFiles {
             cert: cert.clone(),
@@ -377,7 +390,10 @@ fn gateway_deps(
             (fleet_auth::SERVICE_NAME.to_string(), config.auth.service.url.clone()),
             (fleet_users::SERVICE_NAME.to_string(), config.users.url.clone()),
             (fleet_stats::SERVICE_NAME.to_string(), config.stats.service.url.clone()),
-            (fleet_transfer::SERVICE_NAME.to_string(), config.transfer.url.clone()),
+            (
+                fleet_transfer::SERVICE_NAME.to_string(),
+                config.transfer.service.url.clone(),
+            ),
         ],
         tokens: config.tokens.clone(),
         revoked,

@@ -37,8 +37,8 @@ pub struct FleetConfig {
     pub users: ServiceConfig,
     /// The stats service.
     pub stats: StatsConfig,
-    /// The transfer service (exports).
-    pub transfer: ServiceConfig,
+    /// The transfer service (export and import).
+    pub transfer: TransferConfig,
     /// The API gateway.
     pub gateway: GatewaySettings,
     /// Exchanges of the RabbitMQ backbone (used when `amqp_url` is set).
@@ -108,6 +108,27 @@ impl Default for StatsConfig {
     }
 }
 
+/// The transfer service: where it runs and how it behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransferConfig {
+    /// Listener, URL and store.
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// The largest import.
+    #[serde(flatten)]
+    pub settings: fleet_transfer::TransferSettings,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            service: ServiceConfig::on_port(50054),
+            settings: fleet_transfer::TransferSettings::default(),
+        }
+    }
+}
+
 /// The auth service: where it runs and how it behaves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -149,7 +170,7 @@ impl Default for FleetConfig {
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),
             stats: StatsConfig::default(),
-            transfer: ServiceConfig::on_port(50054),
+            transfer: TransferConfig::default(),
             gateway: GatewaySettings::default(),
             events: EventSettings::default(),
         }

@@ -26,6 +26,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::MfaReplayRejected(_) => "mfa.replay_rejected",
         Payload::StatsProjected(_) => "stats.projected",
         Payload::TransferExportCompleted(_) => "transfer.export_completed",
+        Payload::TransferImportCompleted(_) => "transfer.import_completed",
     }
 }
 

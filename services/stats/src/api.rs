@@ -16,8 +16,8 @@ use fleet_kit::{
 use fleet_proto::{
     stats::v1::{
         ActivityEntry, ActivityPage, DailyCount, DailyLogins, ExportActivityRequest, GetOverviewRequest,
-        GetSessionStatsRequest, GetUserStatsRequest, ListActivityRequest, Overview, SessionStats, UserAgentCount,
-        UserStats, stats_service_server::StatsService,
+        GetSessionStatsRequest, GetUserStatsRequest, ImportActivityRequest, ImportActivityResult, ListActivityRequest,
+        Overview, SessionStats, UserAgentCount, UserStats, stats_service_server::StatsService,
     },
     users::v1::{GetMeRequest, users_service_client::UsersServiceClient},
 };
@@ -178,6 +178,60 @@ fn to_value(value: serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
+/// A `google.protobuf.Struct` as a JSON object.
+fn from_struct(s: prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(s.fields.into_iter().map(|(k, v)| (k, from_value(v))).collect())
+}
+
+fn from_value(value: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.into_iter().map(from_value).collect()),
+        Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+/// The most entries one import call may carry.
+const IMPORT_BATCH: usize = 1000;
+
+/// An imported entry as the log keeps it: only its own fields (no session
+/// is derived from an imported entry), every problem named by its place.
+fn imported(v: &mut Violations, user_id: Uuid, index: usize, e: ActivityEntry) -> Option<crate::projection::Entry> {
+    let field = |name: &str| format!("entries[{index}].{name}");
+    let id = v.check(&field("id"), Uuid::parse_str(&e.id));
+    let occurred_at = e.occurred_at.as_ref().and_then(fleet_kit::time::from_timestamp);
+    if occurred_at.is_none() {
+        v.add(field("occurred_at"), "must be a time");
+    }
+    let kind_ok = !e.kind.is_empty()
+        && e.kind.len() <= 64
+        && e.kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+    if !kind_ok {
+        v.add(field("kind"), "must be an event type such as auth.login_succeeded");
+    }
+    if e.ip.len() > 64 {
+        v.add(field("ip"), "must be at most 64 characters");
+    }
+    if e.user_agent.len() > 512 {
+        v.add(field("user_agent"), "must be at most 512 characters");
+    }
+    Some(crate::projection::Entry {
+        id: id?,
+        user_id,
+        kind: e.kind,
+        occurred_at: occurred_at?,
+        ip: e.ip,
+        user_agent: e.user_agent,
+        details: e.details.map(from_struct).unwrap_or_else(|| serde_json::json!({})),
+        session: None,
+    })
+    .filter(|_| kind_ok)
+}
+
 fn store_error(err: anyhow::Error) -> Status {
     internal(&err)
 }
@@ -218,6 +272,36 @@ fn export_stream(
 impl StatsService for StatsApi {
     type ExportActivityStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<ActivityEntry, Status>> + Send + 'static>>;
+
+    async fn import_activity(
+        &self,
+        request: Request<ImportActivityRequest>,
+    ) -> Result<Response<ImportActivityResult>, Status> {
+        let user_id = self.subject(&request, &request.get_ref().user_id).await?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        if req.entries.len() > IMPORT_BATCH {
+            v.add("entries", format!("must hold at most {IMPORT_BATCH} entries"));
+            return Err(invalid_argument(&v));
+        }
+        let entries: Vec<_> = req
+            .entries
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| imported(&mut v, user_id, i, e))
+            .collect();
+        v.into_result().map_err(|v| invalid_argument(&v))?;
+        let outcomes = self
+            .store
+            .write_entries(&entries, self.clock.now(), !req.dry_run)
+            .await
+            .map_err(store_error)?;
+        let imported = outcomes.iter().filter(|o| **o == crate::store::Recorded::Added).count();
+        Ok(Response::new(ImportActivityResult {
+            imported: imported as u64,
+            skipped: (outcomes.len() - imported) as u64,
+        }))
+    }
 
     async fn export_activity(
         &self,

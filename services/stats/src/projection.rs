@@ -157,6 +157,15 @@ pub fn project(event: &Event) -> Result<Projected, Unprojectable> {
                 "requested_by": p.requested_by,
             });
         }
+        Some(Payload::TransferImportCompleted(p)) => {
+            entry.details = json!({
+                "format": p.format,
+                "profile_updated": p.profile_updated,
+                "activity_imported": p.activity_imported,
+                "activity_skipped": p.activity_skipped,
+                "requested_by": p.requested_by,
+            });
+        }
         Some(Payload::StatsProjected(_)) => return Err(Unprojectable::Own),
     }
     Ok(Projected::Entry(entry))

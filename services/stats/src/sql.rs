@@ -72,7 +72,8 @@ pub const FLEET_DAYS: &str = "SELECT day, \
      GROUP BY day ORDER BY day";
 
 /// At most `$2` entries older than `$1`.
-pub const PRUNE: &str = "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE occurred_us < $1 LIMIT $2)";
+pub const PRUNE: &str = "DELETE FROM activity WHERE (user_id, id) IN \
+     (SELECT user_id, id FROM activity WHERE occurred_us < $1 LIMIT $2)";
 
 /// A user's (`$1`) entries, erased.
 pub const ERASE: &str = "DELETE FROM activity WHERE user_id = $1";

@@ -141,7 +141,13 @@ pub trait StatsStore: Send + Sync + 'static {
     /// Records entries and the session changes they carry, each once, in one
     /// transaction; with them, one `stats.projected` event per user whose
     /// figures changed goes to the outbox. What became of each, in order.
-    async fn record_many(&self, entries: &[Entry], now: DateTime<Utc>) -> anyhow::Result<Vec<Recorded>>;
+    async fn record_many(&self, entries: &[Entry], now: DateTime<Utc>) -> anyhow::Result<Vec<Recorded>> {
+        self.write_entries(entries, now, true).await
+    }
+    /// What [`StatsStore::record_many`] does; with `commit` false, it is all
+    /// rolled back at the end, and the outcomes say what it would have done.
+    async fn write_entries(&self, entries: &[Entry], now: DateTime<Utc>, commit: bool)
+    -> anyhow::Result<Vec<Recorded>>;
     /// Records one entry (see [`StatsStore::record_many`]).
     async fn record(&self, entry: &Entry, now: DateTime<Utc>) -> anyhow::Result<Recorded> {
         let mut recorded = self.record_many(std::slice::from_ref(entry), now).await?;
@@ -222,7 +228,12 @@ macro_rules! sql_stats_store {
     ($db:ty) => {
         #[async_trait::async_trait]
         impl StatsStore for SqlStatsStore<$db> {
-            async fn record_many(&self, entries: &[Entry], now: DateTime<Utc>) -> anyhow::Result<Vec<Recorded>> {
+            async fn write_entries(
+                &self,
+                entries: &[Entry],
+                now: DateTime<Utc>,
+                commit: bool,
+            ) -> anyhow::Result<Vec<Recorded>> {
                 let mut tx = self
                     .pool
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
@@ -252,7 +263,7 @@ macro_rules! sql_stats_store {
                 let occurred_us = micros(entry.occurred_at);
                 let added = sqlx::query(
                     "INSERT INTO activity (id, user_id, kind, occurred_us, ip, user_agent, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, id) DO NOTHING",
                 )
                 .bind(entry.id)
                 .bind(entry.user_id)
@@ -328,7 +339,11 @@ macro_rules! sql_stats_store {
                 for user_id in changed {
                     enqueue(&mut *tx, &projected(user_id, now), now).await?;
                 }
-                tx.commit().await.context("commit")?;
+                if commit {
+                    tx.commit().await.context("commit")?;
+                } else {
+                    tx.rollback().await.context("rollback")?;
+                }
                 Ok(outcomes)
             }
 

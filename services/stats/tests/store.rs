@@ -378,7 +378,55 @@ async fn a_batch_records_each_entry_once_in_one_transaction(backend: TestBackend
     assert_eq!(f.store.user_figures(gone).await.unwrap().events, 0);
 }
 
+async fn one_entry_id_may_be_in_two_users_logs_and_a_dry_run_keeps_nothing(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let entries: Vec<Entry> = (0..3)
+        .map(|i| entry(ada, "auth.login_succeeded", t0() + Duration::minutes(i)))
+        .collect();
+    f.store.record_many(&entries, t0()).await.unwrap();
+    let copies: Vec<Entry> = entries
+        .iter()
+        .map(|e| Entry {
+            user_id: bob,
+            ..e.clone()
+        })
+        .collect();
+
+    let dry = f.store.write_entries(&copies, t0(), false).await.unwrap();
+    assert_eq!(dry, vec![Recorded::Added; 3], "what it would do");
+    assert_eq!(
+        f.store.export_page(bob, (i64::MIN, Uuid::nil()), 10).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        f.store.user_figures(bob).await.unwrap().events,
+        0,
+        "counts rolled back too"
+    );
+
+    let done = f.store.write_entries(&copies, t0(), true).await.unwrap();
+    assert_eq!(done, vec![Recorded::Added; 3]);
+    let again = f.store.write_entries(&copies, t0(), true).await.unwrap();
+    assert_eq!(again, vec![Recorded::Duplicate; 3], "importing twice adds nothing");
+    let page = f.store.export_page(bob, (i64::MIN, Uuid::nil()), 2).await.unwrap();
+    let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [entries[0].id, entries[1].id], "oldest first, their own ids");
+    let last = page.last().map(|r| (r.occurred_us, r.id)).unwrap();
+    let rest = f.store.export_page(bob, last, 2).await.unwrap();
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), [entries[2].id]);
+    assert_eq!(f.store.user_figures(bob).await.unwrap().events, 3);
+    assert_eq!(
+        f.store.user_figures(ada).await.unwrap().events,
+        3,
+        "Ada's log is untouched"
+    );
+}
+
 backend_tests!(
+    one_entry_id_may_be_in_two_users_logs_and_a_dry_run_keeps_nothing,
     a_batch_records_each_entry_once_in_one_transaction,
     retention_prunes_what_the_clock_says_is_too_old,
     the_fleet_figures_count_accounts_active_users_and_logins_per_day,

@@ -12,7 +12,7 @@ use fleet_kit::{
 use fleet_proto::{
     auth::v1::{GetMfaStatusRequest, ListSessionsRequest, auth_service_client::AuthServiceClient},
     stats::v1::{ExportActivityRequest, stats_service_client::StatsServiceClient},
-    transfer::v1::{ExportRequest, transfer_service_server::TransferService},
+    transfer::v1::{ExportRequest, ImportRequest, ImportResult, transfer_service_server::TransferService},
     users::v1::{GetMeRequest, GetUserRequest, User, users_service_client::UsersServiceClient},
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
@@ -38,14 +38,14 @@ pub struct Sources {
 /// The transfer RPCs.
 #[derive(Clone)]
 pub struct TransferApi {
-    store: Arc<dyn TransferStore>,
-    sources: Sources,
-    clock: SharedClock,
+    pub(crate) store: Arc<dyn TransferStore>,
+    pub(crate) sources: Sources,
+    pub(crate) clock: SharedClock,
 }
 
 /// A request to another service on the caller's behalf: the caller's token
 /// and the trace go along.
-fn on_behalf<T, M>(caller: &Request<T>, message: M) -> Request<M> {
+pub(crate) fn on_behalf<T, M>(caller: &Request<T>, message: M) -> Request<M> {
     let mut request = Request::new(message);
     if let Some(token) = caller.metadata().get("authorization") {
         request.metadata_mut().insert("authorization", token.clone());
@@ -54,7 +54,7 @@ fn on_behalf<T, M>(caller: &Request<T>, message: M) -> Request<M> {
     request
 }
 
-fn user_id_of(user_id: &str) -> Result<Option<Uuid>, Status> {
+pub(crate) fn user_id_of(user_id: &str) -> Result<Option<Uuid>, Status> {
     if user_id.is_empty() {
         return Ok(None);
     }
@@ -73,7 +73,12 @@ impl TransferApi {
 
     /// The subject's profile: the caller's own, or, for an active
     /// administrator now, the one named.
-    async fn profile<T>(&self, request: &Request<T>, caller: Uuid, asked: Option<Uuid>) -> Result<User, Status> {
+    pub(crate) async fn profile<T>(
+        &self,
+        request: &Request<T>,
+        caller: Uuid,
+        asked: Option<Uuid>,
+    ) -> Result<User, Status> {
         let mut users = UsersServiceClient::new(self.sources.users.clone());
         let me = users.get_me(on_behalf(request, GetMeRequest {})).await?.into_inner();
         let Some(subject) = asked.filter(|id| *id != caller) else {
@@ -81,9 +86,7 @@ impl TransferApi {
         };
         let admin = me.role.as_deref() == Some("admin") && me.status.as_deref() == Some("active");
         if !admin {
-            return Err(Status::permission_denied(
-                "only administrators may export another user's data",
-            ));
+            return Err(Status::permission_denied("only administrators may name another user"));
         }
         let id = subject.to_string();
         Ok(users
@@ -96,6 +99,10 @@ impl TransferApi {
 #[tonic::async_trait]
 impl TransferService for TransferApi {
     type ExportStream = BodyStream;
+
+    async fn import(&self, request: Request<ImportRequest>) -> Result<Response<ImportResult>, Status> {
+        self.import_document(request).await.map(Response::new)
+    }
 
     async fn export(&self, request: Request<ExportRequest>) -> Result<Response<BodyStream>, Status> {
         let (caller, _) = require_user(&request)?;

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod document;
+mod import;
+pub mod reading;
 pub mod store;
 pub mod stream;
 pub mod table;
@@ -26,6 +28,29 @@ pub const SERVICE_NAME: &str = "fleet.transfer.v1.TransferService";
 /// The schema (PostgreSQL) and file name (SQLite) of the transfer store.
 pub const STORE_NAME: &str = "transfer";
 
+/// How the transfer service behaves (`transfer.*` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TransferSettings {
+    /// The largest document an import takes, bytes; the gateway lets bodies
+    /// this large through on the import route only.
+    pub max_import_bytes: usize,
+}
+
+impl Default for TransferSettings {
+    fn default() -> Self {
+        Self {
+            max_import_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The template of the import route, whose body limit is
+/// [`TransferSettings::max_import_bytes`].
+pub const IMPORT_ROUTE: &str = "/api/v1/import";
+/// The gateway's deadline of an import unless configured otherwise, ms.
+pub const IMPORT_TIMEOUT_MS: u64 = 300_000;
+
 /// What the transfer service runs on.
 pub struct Deps {
     /// Its migrated store.
@@ -38,6 +63,8 @@ pub struct Deps {
     pub verifier: Arc<TokenVerifier>,
     /// The services an export reads from.
     pub sources: Sources,
+    /// Its settings.
+    pub settings: TransferSettings,
 }
 
 /// Makes the store ready.
@@ -54,7 +81,10 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
     let relay = OutboxRelay::new(&deps.db, deps.bus.clone(), deps.clock.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone().cancelled_owned()));
     let api = TransferApi::new(store, deps.sources, deps.clock.clone());
-    let routes = Routes::new(TransferServiceServer::new(api));
+    // An import's document arrives as one message: room for the largest,
+    // and for the message around it.
+    let largest = deps.settings.max_import_bytes.saturating_add(64 * 1024);
+    let routes = Routes::new(TransferServiceServer::new(api).max_decoding_message_size(largest));
     let served = fleet_kit::grpc::serve(
         listener,
         routes,

@@ -12,7 +12,7 @@ use fleet_kit::{
     outbox::enqueue,
     store::{Backend, Migrations},
 };
-use fleet_proto::events::v1::{TransferExportCompleted, event::Payload};
+use fleet_proto::events::v1::{TransferExportCompleted, TransferImportCompleted, event::Payload};
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
@@ -65,6 +65,27 @@ pub struct ExportRecord {
     pub finished_us: Option<i64>,
 }
 
+/// An import that wrote (or tried to write) to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// Into whose account.
+    pub user_id: Uuid,
+    /// Who asked.
+    pub requested_by: Uuid,
+    /// `json` or `csv`.
+    pub format: String,
+    /// Whether it ran to its end.
+    pub completed: bool,
+    /// Whether the profile changed.
+    pub profile_updated: bool,
+    /// Activity entries added.
+    pub activity_imported: u64,
+    /// Activity entries skipped.
+    pub activity_skipped: u64,
+}
+
 /// The transfer service's records.
 #[async_trait::async_trait]
 pub trait TransferStore: Send + Sync + 'static {
@@ -77,6 +98,8 @@ pub trait TransferStore: Send + Sync + 'static {
     async fn fail_export(&self, id: Uuid, entries: u64, now: DateTime<Utc>) -> anyhow::Result<()>;
     /// An export's record.
     async fn export(&self, id: Uuid) -> anyhow::Result<Option<ExportRecord>>;
+    /// Records an import, and, when it completed, its event, together.
+    async fn record_import(&self, import: &ImportRecord, now: DateTime<Utc>) -> anyhow::Result<()>;
 }
 
 /// The store on `db`.
@@ -161,6 +184,48 @@ macro_rules! sql_transfer_store {
                 .execute(&self.pool)
                 .await
                 .context("recording a failed export")?;
+                Ok(())
+            }
+
+            async fn record_import(&self, import: &ImportRecord, now: DateTime<Utc>) -> anyhow::Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .await
+                    .context("begin")?;
+                sqlx::query(
+                    "INSERT INTO imports (id, user_id, requested_by, format, status, profile_updated, \
+                     activity_imported, activity_skipped, finished_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(import.id)
+                .bind(import.user_id)
+                .bind(import.requested_by)
+                .bind(&import.format)
+                .bind(if import.completed { "completed" } else { "failed" })
+                .bind(import.profile_updated)
+                .bind(count(import.activity_imported))
+                .bind(count(import.activity_skipped))
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await
+                .context("recording an import")?;
+                if import.completed {
+                    let event = new_event(
+                        PRODUCER,
+                        Some(import.user_id),
+                        now,
+                        Payload::TransferImportCompleted(TransferImportCompleted {
+                            import_id: import.id.to_string(),
+                            format: import.format.clone(),
+                            profile_updated: import.profile_updated,
+                            activity_imported: import.activity_imported,
+                            activity_skipped: import.activity_skipped,
+                            requested_by: import.requested_by.to_string(),
+                        }),
+                    );
+                    enqueue(&mut *tx, &event, now).await?;
+                }
+                tx.commit().await.context("commit")?;
                 Ok(())
             }
 

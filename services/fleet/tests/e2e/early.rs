@@ -9,6 +9,19 @@ use crate::harness::Fleet;
 /// The status curl reads for a POST of `body_bytes` with an extra header
 /// of `header_bytes`, over `protocol` (`--http2` or `--http1.1`).
 fn curl_status(fleet: &Fleet, protocol: &str, body_bytes: usize, header_bytes: usize) -> Option<String> {
+    let padding = (header_bytes > 0).then(|| format!("x-padding: {}", "p".repeat(header_bytes)));
+    curl_post(fleet, protocol, "/api/v1/auth/register", body_bytes, padding.as_slice())
+}
+
+/// The status curl reads for a POST to `path` of `body_bytes` with
+/// `headers`, over `protocol`; `None` (skipped) without curl outside CI.
+pub(crate) fn curl_post(
+    fleet: &Fleet,
+    protocol: &str,
+    path: &str,
+    body_bytes: usize,
+    headers: &[String],
+) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body.json");
     std::fs::write(&body, vec![b'a'; body_bytes]).unwrap();
@@ -20,10 +33,10 @@ fn curl_status(fleet: &Fleet, protocol: &str, body_bytes: usize, header_bytes: u
         .args(["-H", "content-type: application/json"])
         .arg("--data-binary")
         .arg(format!("@{}", body.display()));
-    if header_bytes > 0 {
-        command.args(["-H", &format!("x-padding: {}", "p".repeat(header_bytes))]);
+    for header in headers {
+        command.args(["-H", header]);
     }
-    command.arg(format!("https://localhost:{}/api/v1/auth/register", fleet.https));
+    command.arg(format!("https://localhost:{}{path}", fleet.https));
     match command.output() {
         Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
         Err(err) if std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {

@@ -11,6 +11,7 @@ mod grpc;
 mod harness;
 mod health;
 mod identity;
+mod import;
 mod mfa;
 mod monitoring;
 mod openapi;

@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/stats/sessions"),
     ("get", "/api/v1/stats/overview"),
     ("get", "/api/v1/export"),
+    ("post", "/api/v1/import"),
 ];
 
 #[tokio::test]

@@ -14,7 +14,12 @@ use crate::{
 };
 
 /// The raw answer of `GET path`: status, headers, body text.
-async fn fetch(fleet: &Fleet, proto: Proto, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
+pub(crate) async fn fetch(
+    fleet: &Fleet,
+    proto: Proto,
+    path: &str,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let response = fleet
         .client(proto)
         .get(fleet.url(path))
@@ -28,7 +33,7 @@ async fn fetch(fleet: &Fleet, proto: Proto, path: &str, token: &str) -> (u16, re
 }
 
 /// Reads the user's activity until it holds `kind`, boundedly.
-async fn activity_with(api: &Api<'_>, token: &str, kind: &str) -> Value {
+pub(crate) async fn activity_with(api: &Api<'_>, token: &str, kind: &str) -> Value {
     let started = Instant::now();
     loop {
         let page = api
@@ -63,7 +68,13 @@ fn keys(value: &Value, out: &mut Vec<String>) {
 }
 
 /// Checks the headers of an export answer in `format` (`json`, `csv`).
-fn assert_attachment(status: u16, headers: &reqwest::header::HeaderMap, body: &str, user_id: &str, format: &str) {
+pub(crate) fn assert_attachment(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    user_id: &str,
+    format: &str,
+) {
     assert_eq!(status, 200, "{body}");
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let media = if format == "csv" {
@@ -81,7 +92,7 @@ fn assert_attachment(status: u16, headers: &reqwest::header::HeaderMap, body: &s
 }
 
 /// Checks the headers of a JSON export answer and parses its document.
-fn document(status: u16, headers: &reqwest::header::HeaderMap, body: &str, user_id: &str) -> Value {
+pub(crate) fn document(status: u16, headers: &reqwest::header::HeaderMap, body: &str, user_id: &str) -> Value {
     assert_attachment(status, headers, body, user_id, "json");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }

@@ -1,0 +1,15 @@
+-- A record of every import that wrote something (a dry run writes
+-- nothing, this included): who, into whose account, what it added.
+CREATE TABLE imports (
+    id                UUID PRIMARY KEY,
+    user_id           UUID NOT NULL,
+    requested_by      UUID NOT NULL,
+    format            TEXT NOT NULL,
+    -- completed, or failed part way (a retry adds only what is missing).
+    status            TEXT NOT NULL,
+    profile_updated   BOOLEAN NOT NULL,
+    activity_imported BIGINT NOT NULL,
+    activity_skipped  BIGINT NOT NULL,
+    finished_us       BIGINT NOT NULL
+);
+CREATE INDEX imports_user ON imports (user_id, finished_us);

@@ -1,0 +1,148 @@
+//! Import: an export's document read back into an account. The whole
+//! document is read and checked first; nothing is written unless all of it
+//! is good. Then the profile (the display name: never credentials, role,
+//! status, email or identity) goes to users and the activity log to stats,
+//! a batch at a time, each entry keeping its id, so that importing the same
+//! document again adds nothing, and a retry after a failure part way adds
+//! only what is missing.
+
+use fleet_kit::{
+    error::{internal, invalid_argument},
+    time::to_timestamp,
+    token::require_user,
+};
+use fleet_proto::{
+    stats::v1::{ActivityEntry, ImportActivityRequest, stats_service_client::StatsServiceClient},
+    transfer::v1::{ExportEntry, ImportRequest, ImportResult},
+    users::v1::{UpdateMeRequest, UpdateUserRequest, users_service_client::UsersServiceClient},
+};
+use tonic::{Request, Status};
+use uuid::Uuid;
+
+use crate::{
+    api::{TransferApi, on_behalf, user_id_of},
+    reading,
+    store::ImportRecord,
+};
+
+/// Entries per call to stats.
+const BATCH: usize = 1000;
+
+/// A document's entry as stats takes it (the document was checked: its
+/// time is RFC 3339).
+fn entry(record: ExportEntry) -> ActivityEntry {
+    let occurred_at = chrono::DateTime::parse_from_rfc3339(&record.occurred_at)
+        .map(|t| to_timestamp(t.to_utc()))
+        .ok();
+    ActivityEntry {
+        id: record.id,
+        kind: record.kind,
+        occurred_at,
+        ip: record.ip,
+        user_agent: record.user_agent,
+        details: Some(record.details.unwrap_or_default()),
+    }
+}
+
+impl TransferApi {
+    pub(crate) async fn import_document(&self, request: Request<ImportRequest>) -> Result<ImportResult, Status> {
+        let (caller, _) = require_user(&request)?;
+        let asked = user_id_of(&request.get_ref().user_id)?;
+        let dry_run = request.get_ref().dry_run;
+        let document = request.get_ref().document.clone().unwrap_or_default();
+        let read = reading::read(&document.content_type, &document.data).map_err(|v| invalid_argument(&v))?;
+        drop(document);
+        let user = self.profile(&request, caller, asked).await?;
+        let subject = Uuid::parse_str(&user.id).map_err(|_| Status::internal("the users service named no id"))?;
+
+        let data = read.document.data.unwrap_or_default();
+        let display_name = data.profile.unwrap_or_default().display_name;
+        let profile_updated = display_name != user.display_name;
+        // Entries repeated in the document count once; the rest are skipped.
+        let total = data.activity_log.len();
+        let mut seen = std::collections::HashSet::new();
+        let entries: Vec<ActivityEntry> = data
+            .activity_log
+            .into_iter()
+            .filter(|r| seen.insert(r.id.clone()))
+            .map(entry)
+            .collect();
+        let repeated = (total - entries.len()) as u64;
+
+        let mut result = ImportResult {
+            profile_updated,
+            activity_imported: 0,
+            activity_skipped: repeated,
+        };
+        let outcome = self
+            .write(&request, subject, caller, &display_name, &entries, dry_run, &mut result)
+            .await;
+        if !dry_run {
+            let record = ImportRecord {
+                id: Uuid::now_v7(),
+                user_id: subject,
+                requested_by: caller,
+                format: read.format.name().to_string(),
+                completed: outcome.is_ok(),
+                profile_updated: result.profile_updated,
+                activity_imported: result.activity_imported,
+                activity_skipped: result.activity_skipped,
+            };
+            self.store
+                .record_import(&record, self.clock.now())
+                .await
+                .map_err(|e| internal(&e))?;
+        }
+        outcome.map(|()| result)
+    }
+
+    /// Writes the profile and the entries (or, on a dry run, counts what
+    /// would be written), adding to `result` as it goes.
+    #[allow(clippy::too_many_arguments)]
+    async fn write<T>(
+        &self,
+        request: &Request<T>,
+        subject: Uuid,
+        caller: Uuid,
+        display_name: &str,
+        entries: &[ActivityEntry],
+        dry_run: bool,
+        result: &mut ImportResult,
+    ) -> Result<(), Status> {
+        if result.profile_updated && !dry_run {
+            let mut users = UsersServiceClient::new(self.sources.users.clone());
+            let display_name = Some(display_name.to_string());
+            if subject == caller {
+                let update = UpdateMeRequest {
+                    display_name,
+                    ..Default::default()
+                };
+                users.update_me(on_behalf(request, update)).await?;
+            } else {
+                let update = UpdateUserRequest {
+                    id: subject.to_string(),
+                    display_name,
+                    ..Default::default()
+                };
+                users.update_user(on_behalf(request, update)).await?;
+            }
+        }
+        let user_id = if subject == caller {
+            String::new()
+        } else {
+            subject.to_string()
+        };
+        let mut stats = StatsServiceClient::new(self.sources.stats.clone());
+        for batch in entries.chunks(BATCH) {
+            let call = ImportActivityRequest {
+                user_id: user_id.clone(),
+                entries: batch.to_vec(),
+                dry_run,
+            };
+            let done = stats.import_activity(on_behalf(request, call)).await?.into_inner();
+            result.activity_imported += done.imported;
+            result.activity_skipped += done.skipped;
+        }
+        Ok(())
+    }
+}
