@@ -36,20 +36,25 @@ impl AuthApi {
         }
     }
 
-    /// Whose data a read is about: the caller's own when `asked` is empty or
-    /// the caller, otherwise (for an active administrator now) the existing
-    /// user it names.
-    pub async fn subject(&self, identity: &Identity, caller: Uuid, asked: &str) -> Result<Uuid, AuthError> {
+    /// Whose data a read is about: the calling user's own when `asked` is
+    /// empty or names them; otherwise the existing user it names, for an
+    /// active administrator now or a service (which must name one).
+    pub async fn subject(&self, identity: &Identity, asked: &str) -> Result<Uuid, AuthError> {
+        let caller = identity.user_id();
         if asked.is_empty() {
-            return Ok(caller);
+            return caller.ok_or_else(|| {
+                let mut v = Violations::new();
+                v.add("user_id", "is required when a service calls");
+                v.into()
+            });
         }
         let Ok(asked) = Uuid::parse_str(asked) else {
             let mut v = Violations::new();
             v.add("user_id", "must be a UUID");
             return Err(v.into());
         };
-        if asked == caller {
-            return Ok(caller);
+        if Some(asked) == caller {
+            return Ok(asked);
         }
         self.require_admin_now(identity).await?;
         match self.directory.get(asked).await.map_err(AuthError::from_users)? {

@@ -65,8 +65,8 @@ impl AuthService for AuthGrpc {
     }
 
     async fn get_mfa_status(&self, request: Request<GetMfaStatusRequest>) -> Result<Response<MfaStatus>, Status> {
-        let (caller, identity) = require_user(&request)?;
-        let user_id = self.0.subject(identity, caller, &request.get_ref().user_id).await?;
+        let identity = require_identity(&request)?;
+        let user_id = self.0.subject(identity, &request.get_ref().user_id).await?;
         Ok(Response::new(self.0.mfa_status(user_id).await?))
     }
 
@@ -133,9 +133,9 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let (caller, identity) = require_user(&request)?;
-        let user_id = self.0.subject(identity, caller, &request.get_ref().user_id).await?;
-        let current = identity.session_id().filter(|_| user_id == caller);
+        let identity = require_identity(&request)?;
+        let user_id = self.0.subject(identity, &request.get_ref().user_id).await?;
+        let current = identity.session_id().filter(|_| identity.user_id() == Some(user_id));
         let sessions = self
             .0
             .store

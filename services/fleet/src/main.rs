@@ -1,11 +1,13 @@
 //! `fleet`: the one binary. `fleet run` starts every component in one process
 //! on embedded defaults; `fleet run --target <component>` runs one; `fleet
-//! migrate` prepares the stores; `fleet user ...` are operator commands.
+//! migrate` prepares the stores; `fleet user ...`, `fleet export` and
+//! `fleet import` are operator commands.
 
 mod admin;
 mod admin_http;
 mod components;
 mod config;
+mod transfer_cli;
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -48,6 +50,30 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Exports an account's personal data (a data-subject request), from
+    /// the running fleet.
+    Export {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+        /// Where to write it (whole or not at all); standard output if unset.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Imports an export's document into an account, on the running fleet.
+    Import {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The document (JSON or CSV, as `fleet export` wrote it).
+        file: PathBuf,
+        /// Check and count, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -110,6 +136,8 @@ async fn dispatch(command: Command, config: FleetConfig) -> anyhow::Result<()> {
             UserCommand::Promote { email } => admin::promote(&config, &email).await,
             UserCommand::Unlock { email } => admin::unlock(&config, &email).await,
         },
+        Command::Export { email, format, out } => transfer_cli::export(&config, &email, &format, out).await,
+        Command::Import { email, file, dry_run } => transfer_cli::import(&config, &email, &file, dry_run).await,
     }
 }
 

@@ -11,7 +11,7 @@ use fleet_kit::{
     SharedClock,
     error::{Violations, internal, invalid_argument},
     time::to_timestamp,
-    token::require_user,
+    token::{require_identity, require_user},
 };
 use fleet_proto::{
     stats::v1::{
@@ -50,6 +50,16 @@ impl StatsApi {
     /// Whose figures a request reads: the caller's, or, for an active
     /// administrator, the user it names.
     async fn subject<T>(&self, request: &Request<T>, asked: &str) -> Result<Uuid, Status> {
+        if require_identity(request)?.is_service() {
+            // A service (it holds the fleet's service secret) acts for the
+            // user it names, as the users service lets it.
+            if asked.is_empty() {
+                let mut v = Violations::new();
+                v.add("user_id", "is required when a service calls");
+                return Err(invalid_argument(&v));
+            }
+            return parse_uuid("user_id", asked);
+        }
         let (caller, _) = require_user(request)?;
         if asked.is_empty() {
             return Ok(caller);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fleet_kit::{
     SharedClock,
     error::{Violations, internal, invalid_argument},
-    token::require_user,
+    token::{Principal, SERVICE_SUBJECT_PREFIX, require_identity},
 };
 use fleet_proto::{
     auth::v1::{GetMfaStatusRequest, ListSessionsRequest, auth_service_client::AuthServiceClient},
@@ -71,28 +71,67 @@ impl TransferApi {
         Self { store, sources, clock }
     }
 
-    /// The subject's profile: the caller's own, or, for an active
-    /// administrator now, the one named.
-    pub(crate) async fn profile<T>(
-        &self,
-        request: &Request<T>,
-        caller: Uuid,
-        asked: Option<Uuid>,
-    ) -> Result<User, Status> {
+    /// Whose data a call is about: the calling user's own, or the user it
+    /// names for an active administrator now or for a service (which must
+    /// name one), with their profile as the caller may see it.
+    pub(crate) async fn subject<T>(&self, request: &Request<T>, asked: Option<Uuid>) -> Result<Subject, Status> {
+        let identity = require_identity(request)?;
         let mut users = UsersServiceClient::new(self.sources.users.clone());
+        let requested_by = match &identity.principal {
+            Principal::User { id, .. } => id.to_string(),
+            Principal::Service { name } => format!("{SERVICE_SUBJECT_PREFIX}{name}"),
+        };
+        let named = |id: Uuid| GetUserRequest { id: id.to_string() };
+        if identity.is_service() {
+            let Some(asked) = asked else {
+                let mut v = Violations::new();
+                v.add("user_id", "is required when a service calls");
+                return Err(invalid_argument(&v));
+            };
+            let user = users.get_user(on_behalf(request, named(asked))).await?.into_inner();
+            return Subject::of(user, false, requested_by);
+        }
         let me = users.get_me(on_behalf(request, GetMeRequest {})).await?.into_inner();
-        let Some(subject) = asked.filter(|id| *id != caller) else {
-            return Ok(me);
+        let caller = identity.user_id();
+        let Some(asked) = asked.filter(|id| Some(*id) != caller) else {
+            return Subject::of(me, true, requested_by);
         };
         let admin = me.role.as_deref() == Some("admin") && me.status.as_deref() == Some("active");
         if !admin {
             return Err(Status::permission_denied("only administrators may name another user"));
         }
-        let id = subject.to_string();
-        Ok(users
-            .get_user(on_behalf(request, GetUserRequest { id }))
-            .await?
-            .into_inner())
+        let user = users.get_user(on_behalf(request, named(asked))).await?.into_inner();
+        Subject::of(user, false, requested_by)
+    }
+}
+
+/// Whose data a call reads or writes.
+pub(crate) struct Subject {
+    /// Their profile.
+    pub user: User,
+    /// Their id.
+    pub id: Uuid,
+    /// Whether it is the calling user.
+    pub own: bool,
+    /// Who asked: a user's id, or `service:<name>`.
+    pub requested_by: String,
+}
+
+impl Subject {
+    fn of(user: User, own: bool, requested_by: String) -> Result<Self, Status> {
+        let id = Uuid::parse_str(&user.id).map_err(|_| Status::internal("the users service named no id"))?;
+        Ok(Self {
+            user,
+            id,
+            own,
+            requested_by,
+        })
+    }
+
+    /// The `user_id` of a request to another service about them: empty
+    /// for the caller's own.
+    pub fn named(&self) -> String {
+        if self.own { String::new() } else { self.id.to_string() }
     }
 }
 
@@ -105,20 +144,14 @@ impl TransferService for TransferApi {
     }
 
     async fn export(&self, request: Request<ExportRequest>) -> Result<Response<BodyStream>, Status> {
-        let (caller, _) = require_user(&request)?;
         let asked = user_id_of(&request.get_ref().user_id)?;
         let Some(format) = Format::parse(&request.get_ref().format) else {
             let mut v = Violations::new();
             v.add("format", "must be json or csv");
             return Err(invalid_argument(&v));
         };
-        let user = self.profile(&request, caller, asked).await?;
-        let subject = Uuid::parse_str(&user.id).map_err(|_| Status::internal("the users service named no id"))?;
-        let user_id = if subject == caller {
-            String::new()
-        } else {
-            subject.to_string()
-        };
+        let subject = self.subject(&request, asked).await?;
+        let user_id = subject.named();
         let mut auth = AuthServiceClient::new(self.sources.auth.clone());
         let sessions = auth
             .list_sessions(on_behalf(
@@ -146,16 +179,16 @@ impl TransferService for TransferApi {
         let now = self.clock.now();
         let export = NewExport {
             id: Uuid::now_v7(),
-            user_id: subject,
-            requested_by: caller,
+            user_id: subject.id,
+            requested_by: subject.requested_by.clone(),
             format: format.name().to_string(),
         };
         self.store.start_export(&export, now).await.map_err(|e| internal(&e))?;
         let head = Head {
-            user_id: &user.id,
+            user_id: &subject.user.id,
             exported_at: document::rfc3339(now),
             format_version: document::FORMAT_VERSION,
-            profile: &Profile::from(&user),
+            profile: &Profile::from(&subject.user),
             sessions: &sessions.items.iter().map(SessionRecord::from).collect::<Vec<_>>(),
             mfa: &MfaRecord::from(&mfa),
         };
@@ -163,7 +196,8 @@ impl TransferService for TransferApi {
         let body = stream::body(format, &head, activity, run).map_err(|e| internal(&e))?;
         let mut response = Response::new(body);
         let filename = format!(
-            "attachment; filename=\"fleet-export-{subject}-{}.{format}\"",
+            "attachment; filename=\"fleet-export-{}-{}.{format}\"",
+            subject.id,
             now.format("%Y-%m-%d"),
             format = format.name(),
         );

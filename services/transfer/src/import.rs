@@ -9,7 +9,6 @@
 use fleet_kit::{
     error::{internal, invalid_argument},
     time::to_timestamp,
-    token::require_user,
 };
 use fleet_proto::{
     stats::v1::{ActivityEntry, ImportActivityRequest, stats_service_client::StatsServiceClient},
@@ -20,7 +19,7 @@ use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::{
-    api::{TransferApi, on_behalf, user_id_of},
+    api::{Subject, TransferApi, on_behalf, user_id_of},
     reading,
     store::ImportRecord,
 };
@@ -46,18 +45,16 @@ fn entry(record: ExportEntry) -> ActivityEntry {
 
 impl TransferApi {
     pub(crate) async fn import_document(&self, request: Request<ImportRequest>) -> Result<ImportResult, Status> {
-        let (caller, _) = require_user(&request)?;
         let asked = user_id_of(&request.get_ref().user_id)?;
         let dry_run = request.get_ref().dry_run;
         let document = request.get_ref().document.clone().unwrap_or_default();
         let read = reading::read(&document.content_type, &document.data).map_err(|v| invalid_argument(&v))?;
         drop(document);
-        let user = self.profile(&request, caller, asked).await?;
-        let subject = Uuid::parse_str(&user.id).map_err(|_| Status::internal("the users service named no id"))?;
+        let subject = self.subject(&request, asked).await?;
 
         let data = read.document.data.unwrap_or_default();
         let display_name = data.profile.unwrap_or_default().display_name;
-        let profile_updated = display_name != user.display_name;
+        let profile_updated = display_name != subject.user.display_name;
         // Entries repeated in the document count once; the rest are skipped.
         let total = data.activity_log.len();
         let mut seen = std::collections::HashSet::new();
@@ -75,13 +72,13 @@ impl TransferApi {
             activity_skipped: repeated,
         };
         let outcome = self
-            .write(&request, subject, caller, &display_name, &entries, dry_run, &mut result)
+            .write(&request, &subject, &display_name, &entries, dry_run, &mut result)
             .await;
         if !dry_run {
             let record = ImportRecord {
                 id: Uuid::now_v7(),
-                user_id: subject,
-                requested_by: caller,
+                user_id: subject.id,
+                requested_by: subject.requested_by.clone(),
                 format: read.format.name().to_string(),
                 completed: outcome.is_ok(),
                 profile_updated: result.profile_updated,
@@ -98,12 +95,10 @@ impl TransferApi {
 
     /// Writes the profile and the entries (or, on a dry run, counts what
     /// would be written), adding to `result` as it goes.
-    #[allow(clippy::too_many_arguments)]
     async fn write<T>(
         &self,
         request: &Request<T>,
-        subject: Uuid,
-        caller: Uuid,
+        subject: &Subject,
         display_name: &str,
         entries: &[ActivityEntry],
         dry_run: bool,
@@ -112,7 +107,7 @@ impl TransferApi {
         if result.profile_updated && !dry_run {
             let mut users = UsersServiceClient::new(self.sources.users.clone());
             let display_name = Some(display_name.to_string());
-            if subject == caller {
+            if subject.own {
                 let update = UpdateMeRequest {
                     display_name,
                     ..Default::default()
@@ -120,18 +115,14 @@ impl TransferApi {
                 users.update_me(on_behalf(request, update)).await?;
             } else {
                 let update = UpdateUserRequest {
-                    id: subject.to_string(),
+                    id: subject.id.to_string(),
                     display_name,
                     ..Default::default()
                 };
                 users.update_user(on_behalf(request, update)).await?;
             }
         }
-        let user_id = if subject == caller {
-            String::new()
-        } else {
-            subject.to_string()
-        };
+        let user_id = subject.named();
         let mut stats = StatsServiceClient::new(self.sources.stats.clone());
         for batch in entries.chunks(BATCH) {
             let call = ImportActivityRequest {

@@ -38,8 +38,8 @@ pub struct NewExport {
     pub id: Uuid,
     /// Whose data.
     pub user_id: Uuid,
-    /// Who asked.
-    pub requested_by: Uuid,
+    /// Who asked: a user's id, or `service:<name>`.
+    pub requested_by: String,
     /// `json` or `csv`.
     pub format: String,
 }
@@ -51,8 +51,8 @@ pub struct ExportRecord {
     pub id: Uuid,
     /// Whose data.
     pub user_id: Uuid,
-    /// Who asked.
-    pub requested_by: Uuid,
+    /// Who asked: a user's id, or `service:<name>`.
+    pub requested_by: String,
     /// `json` or `csv`.
     pub format: String,
     /// `running`, `completed` or `failed`.
@@ -72,8 +72,8 @@ pub struct ImportRecord {
     pub id: Uuid,
     /// Into whose account.
     pub user_id: Uuid,
-    /// Who asked.
-    pub requested_by: Uuid,
+    /// Who asked: a user's id, or `service:<name>`.
+    pub requested_by: String,
     /// `json` or `csv`.
     pub format: String,
     /// Whether it ran to its end.
@@ -131,7 +131,7 @@ macro_rules! sql_transfer_store {
                 )
                 .bind(export.id)
                 .bind(export.user_id)
-                .bind(export.requested_by)
+                .bind(&export.requested_by)
                 .bind(&export.format)
                 .bind(micros(now))
                 .execute(&self.pool)
@@ -165,7 +165,7 @@ macro_rules! sql_transfer_store {
                         export_id: id.to_string(),
                         format: record.format,
                         activity_entries: entries,
-                        requested_by: record.requested_by.to_string(),
+                        requested_by: record.requested_by,
                     }),
                 );
                 enqueue(&mut *tx, &event, now).await?;
@@ -199,7 +199,7 @@ macro_rules! sql_transfer_store {
                 )
                 .bind(import.id)
                 .bind(import.user_id)
-                .bind(import.requested_by)
+                .bind(&import.requested_by)
                 .bind(&import.format)
                 .bind(if import.completed { "completed" } else { "failed" })
                 .bind(import.profile_updated)
@@ -220,7 +220,7 @@ macro_rules! sql_transfer_store {
                             profile_updated: import.profile_updated,
                             activity_imported: import.activity_imported,
                             activity_skipped: import.activity_skipped,
-                            requested_by: import.requested_by.to_string(),
+                            requested_by: import.requested_by.clone(),
                         }),
                     );
                     enqueue(&mut *tx, &event, now).await?;

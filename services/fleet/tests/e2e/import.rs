@@ -257,3 +257,58 @@ async fn a_bad_document_is_refused_whole_with_every_problem_named() {
     };
     assert_eq!(own(&after), own(&before), "nothing was written");
 }
+
+#[tokio::test]
+async fn operators_export_and_import_for_a_data_subject_request_from_the_shell() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let (ada, ada_token) = api.signed_in("ada@example.com", "Ada").await;
+    activity_with(&api, &ada_token, "session.created").await;
+    let (_, bob) = api.signed_in("bob@example.com", "Bob").await;
+    let file = fleet.dir.path().join("ada.json");
+    let out = fleet.command(&["export", "--email", "ada@example.com", "--out", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(written["user_id"], ada["id"]);
+    assert!(
+        !fleet.dir.path().join("ada.partial").exists(),
+        "no partial file is left"
+    );
+    let logged = activity_with(&api, &ada_token, "transfer.export_completed").await;
+    assert_eq!(logged["details"]["requested_by"], "service:operator", "{logged}");
+
+    let csv = fleet.command(&["export", "--email", "ada@example.com", "--format", "csv"]);
+    assert!(csv.status.success());
+    assert!(
+        String::from_utf8_lossy(&csv.stdout).starts_with("section,id,kind"),
+        "CSV on stdout"
+    );
+
+    let dry = fleet.command(&[
+        "import",
+        "--email",
+        "bob@example.com",
+        file.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let counts: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let entries = log(&written).len();
+    assert_eq!(counts["activity_imported"], entries, "{counts}");
+    assert_eq!(counts["dry_run"], true);
+    let done = fleet.command(&["import", "--email", "bob@example.com", file.to_str().unwrap()]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let (_, bobs) = export_json(&fleet, &bob).await;
+    assert_holds(&bobs, &written);
+    assert_eq!(bobs["data"]["profile"]["display_name"], "Ada");
+
+    // Refusals say why, and fail.
+    let missing = fleet.command(&["export", "--email", "nobody@example.com"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no account has the email"));
+    std::fs::write(&file, br#"{"format_version": 9}"#).unwrap();
+    let bad = fleet.command(&["import", "--email", "bob@example.com", file.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("format_version:"), "{stderr}");
+}

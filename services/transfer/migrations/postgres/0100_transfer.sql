@@ -4,8 +4,9 @@
 CREATE TABLE exports (
     id               UUID PRIMARY KEY,
     user_id          UUID NOT NULL,
-    -- The user themselves, or the administrator who asked.
-    requested_by     UUID NOT NULL,
+    -- Who asked: the user themselves, an administrator (their ids), or a
+    -- service (`service:<name>`, the operator commands).
+    requested_by     TEXT NOT NULL,
     format           TEXT NOT NULL,
     -- running, completed or failed.
     status           TEXT NOT NULL,

@@ -3,7 +3,7 @@
 CREATE TABLE imports (
     id                BLOB PRIMARY KEY,
     user_id           BLOB NOT NULL,
-    requested_by      BLOB NOT NULL,
+    requested_by      TEXT NOT NULL,
     format            TEXT NOT NULL,
     -- completed, or failed part way (a retry adds only what is missing).
     status            TEXT NOT NULL,
