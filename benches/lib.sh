@@ -4,7 +4,7 @@
 
 # "name port-base [NAME=value...] [-- fleet args...]": a fleet whose
 # listeners sit at port-base+43 (HTTPS), +80 (HTTP), +90 (admin), +51 (auth),
-# +52 (users) and +53 (stats); NAME=value pairs are added to its environment. The server
+# +52 (users), +53 (stats) and +54 (transfer); NAME=value pairs are added to its environment. The server
 # is wrapped in $FLEET_WRAP (e.g. "taskset -c 0") when set. Waits until
 # /health answers on HTTP (HTTPS when the gateway redirects).
 start_fleet() {

@@ -63,6 +63,29 @@ fn occurs(log: &str, needle: &str) -> bool {
     })
 }
 
+/// Confirms a TOTP enrolment (its otpauth `url`) with pyotp's current code:
+/// the code, and the ten backup codes shown once.
+pub(crate) async fn confirm_totp(api: &Api<'_>, python: &str, token: &str, url: &str) -> (String, Vec<String>) {
+    let code = otp(python, &["code", url], "");
+    let confirmed = api
+        .call(
+            Method::POST,
+            "/api/v1/auth/2fa/totp/confirm",
+            Some(token),
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    let backup: Vec<String> = confirmed.body["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(backup.len(), 10);
+    (code, backup)
+}
+
 /// Every sealed secret and code hash the auth store holds, hex and base64.
 async fn stored_blobs(fleet: &Fleet) -> Vec<String> {
     let url = format!("sqlite://{}", fleet.data_dir().join("auth.db").display());
@@ -109,24 +132,8 @@ async fn the_whole_2fa_flow_through_the_gateway_with_an_outside_authenticator() 
     secrets.extend([secret, url.clone(), qr[..64].to_string()]);
 
     // Confirm with pyotp's current code: 2FA is on, backup codes shown once.
-    let code = otp(&python, &["code", &url], "");
-    secrets.push(code.clone());
-    let confirmed = api
-        .call(
-            Method::POST,
-            "/api/v1/auth/2fa/totp/confirm",
-            Some(&token),
-            Some(json!({"code": code})),
-        )
-        .await;
-    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
-    let backup: Vec<String> = confirmed.body["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(text)
-        .collect();
-    assert_eq!(backup.len(), 10);
+    let (code, backup) = confirm_totp(&api, &python, &token, &url).await;
+    secrets.push(code);
     for code in &backup {
         secrets.push(code.clone());
         secrets.push(code.replace('-', "").to_uppercase());

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{Api, Fleet, PASSWORD, Proto, assert_problem},
-    mfa::{otp, python},
+    mfa::{confirm_totp, python},
 };
 
 /// The raw answer of `GET path`: status, headers, body text.
@@ -139,19 +139,9 @@ async fn an_export_is_the_whole_document_streamed_as_an_attachment_and_holds_no_
     assert_eq!(enrolment.status, 200, "{}", enrolment.body);
     let url = enrolment.body["otpauth_url"].as_str().unwrap().to_string();
     secrets.push(enrolment.body["secret"].as_str().unwrap().into());
-    let code = otp(&python, &["code", &url], "");
-    let confirmed = api
-        .call(
-            Method::POST,
-            "/api/v1/auth/2fa/totp/confirm",
-            Some(&token),
-            Some(json!({"code": code})),
-        )
-        .await;
-    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-    for code in confirmed.body["backup_codes"].as_array().unwrap() {
-        let code = code.as_str().unwrap();
-        secrets.extend([code.to_string(), code.replace('-', "")]);
+    let (_, backup) = confirm_totp(&api, &python, &token, &url).await;
+    for code in backup {
+        secrets.extend([code.replace('-', ""), code]);
     }
     secrets.push(url);
     activity_with(&api, &token, "mfa.enabled").await;
