@@ -57,10 +57,6 @@ pub const LATEST_OF_KIND: &str = "SELECT occurred_us FROM activity WHERE user_id
 pub const EARLIEST_OF_KIND: &str = "SELECT occurred_us FROM activity WHERE user_id = $1 AND kind = $2 \
      ORDER BY occurred_us ASC, id ASC LIMIT 1";
 
-/// Counts one more entry of a user (`$1`), day (`$2`) and kind (`$3`).
-pub const COUNT_ONE: &str = "INSERT INTO activity_days (user_id, day, kind, entries) VALUES ($1, $2, $3, 1) \
-     ON CONFLICT (user_id, day, kind) DO UPDATE SET entries = activity_days.entries + 1";
-
 /// Users with an entry of kind `$2` since `$1`.
 pub const ACTIVE_USERS: &str = "SELECT COUNT(DISTINCT user_id) FROM activity WHERE occurred_us >= $1 AND kind = $2";
 

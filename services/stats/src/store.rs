@@ -3,7 +3,10 @@
 //! is written in one transaction, keyed by the event id, so a redelivery
 //! changes nothing; times are microseconds since the Unix epoch.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -14,7 +17,7 @@ use fleet_kit::{
     store::{Backend, Migrations},
 };
 use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, StatsProjected, UserCreated, event::Payload};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Pool, Postgres, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use crate::{
@@ -202,6 +205,10 @@ pub struct SqlStatsStore<DB: sqlx::Database> {
 /// The component name on events.
 pub const PRODUCER: &str = "stats";
 
+/// Rows one statement writes at most: seven parameters each stay far below
+/// either backend's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 1000;
+
 /// The notice that a user's figures changed.
 fn projected(user_id: Uuid, now: DateTime<Utc>) -> fleet_proto::events::v1::Event {
     new_event(
@@ -239,102 +246,125 @@ macro_rules! sql_stats_store {
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
                     .await
                     .context("begin")?;
-                let mut outcomes = Vec::with_capacity(entries.len());
+                // Whose entries may be kept: an erased user's never are.
                 let mut erased_users: HashMap<Uuid, bool> = HashMap::new();
-                let mut changed: Vec<Uuid> = Vec::new();
                 for entry in entries {
-                let erased = match erased_users.get(&entry.user_id) {
-                    Some(known) => *known,
-                    None => {
-                        let found: Option<(i64,)> =
-                            sqlx::query_as("SELECT erased_us FROM erased_users WHERE user_id = $1")
-                                .bind(entry.user_id)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .context("reading erasures")?;
-                        erased_users.insert(entry.user_id, found.is_some());
-                        found.is_some()
+                    if erased_users.contains_key(&entry.user_id) {
+                        continue;
                     }
-                };
-                if erased {
-                    outcomes.push(Recorded::Erased);
-                    continue;
-                }
-                let occurred_us = micros(entry.occurred_at);
-                let added = sqlx::query(
-                    "INSERT INTO activity (id, user_id, kind, occurred_us, ip, user_agent, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, id) DO NOTHING",
-                )
-                .bind(entry.id)
-                .bind(entry.user_id)
-                .bind(&entry.kind)
-                .bind(occurred_us)
-                .bind(&entry.ip)
-                .bind(&entry.user_agent)
-                .bind(entry.details.to_string())
-                .execute(&mut *tx)
-                .await
-                .context("recording an entry")?
-                .rows_affected();
-                if added == 0 {
-                    outcomes.push(Recorded::Duplicate);
-                    continue;
-                }
-                sqlx::query(sql::COUNT_ONE)
-                    .bind(entry.user_id)
-                    .bind(day_of(occurred_us))
-                    .bind(&entry.kind)
-                    .execute(&mut *tx)
-                    .await
-                    .context("counting an entry")?;
-                match &entry.session {
-                    // Events may arrive out of order: a start seen after the
-                    // end keeps the end and moves the start back.
-                    Some(SessionChange::Started { id, user_agent }) => {
-                        sqlx::query(
-                            "INSERT INTO sessions (id, user_id, user_agent, started_us) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (id) DO UPDATE SET started_us = excluded.started_us, \
-                             user_agent = excluded.user_agent WHERE sessions.started_us > excluded.started_us",
-                        )
-                        .bind(id)
+                    let found: Option<(i64,)> = sqlx::query_as("SELECT erased_us FROM erased_users WHERE user_id = $1")
                         .bind(entry.user_id)
-                        .bind(user_agent)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .context("reading erasures")?;
+                    erased_users.insert(entry.user_id, found.is_some());
+                }
+                let live: Vec<&Entry> = entries.iter().filter(|e| !erased_users[&e.user_id]).collect();
+                // Every entry in a few statements: those that were new come back.
+                let mut added: HashSet<(Uuid, Uuid)> = HashSet::new();
+                for chunk in live.chunks(ROWS_PER_STATEMENT) {
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO activity (id, user_id, kind, occurred_us, ip, user_agent, details) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.id)
+                            .push_bind(e.user_id)
+                            .push_bind(&e.kind)
+                            .push_bind(micros(e.occurred_at))
+                            .push_bind(&e.ip)
+                            .push_bind(&e.user_agent)
+                            .push_bind(e.details.to_string());
+                    });
+                    insert.push(" ON CONFLICT (user_id, id) DO NOTHING RETURNING user_id, id");
+                    let rows: Vec<(Uuid, Uuid)> = insert
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("recording entries")?;
+                    added.extend(rows);
+                }
+                // What became of each, in order: the first of a repeated id is
+                // the one kept.
+                let mut outcomes = Vec::with_capacity(entries.len());
+                let mut kept: Vec<&Entry> = Vec::new();
+                for entry in entries {
+                    if erased_users[&entry.user_id] {
+                        outcomes.push(Recorded::Erased);
+                    } else if added.remove(&(entry.user_id, entry.id)) {
+                        outcomes.push(Recorded::Added);
+                        kept.push(entry);
+                    } else {
+                        outcomes.push(Recorded::Duplicate);
+                    }
+                }
+                // Per-day counts of what was kept, a statement per chunk.
+                let mut days: HashMap<(Uuid, i64, &str), i64> = HashMap::new();
+                for entry in &kept {
+                    *days
+                        .entry((entry.user_id, day_of(micros(entry.occurred_at)), entry.kind.as_str()))
+                        .or_default() += 1;
+                }
+                let days: Vec<_> = days.into_iter().collect();
+                for chunk in days.chunks(ROWS_PER_STATEMENT) {
+                    let mut count = QueryBuilder::<$db>::new("INSERT INTO activity_days (user_id, day, kind, entries) ");
+                    count.push_values(chunk, |mut row, ((user_id, day, kind), n)| {
+                        row.push_bind(*user_id).push_bind(*day).push_bind(*kind).push_bind(*n);
+                    });
+                    count.push(
+                        " ON CONFLICT (user_id, day, kind) DO UPDATE SET entries = activity_days.entries + excluded.entries",
+                    );
+                    count.build().execute(&mut *tx).await.context("counting entries")?;
+                }
+                let mut changed: Vec<Uuid> = Vec::new();
+                for entry in kept {
+                    let occurred_us = micros(entry.occurred_at);
+                    match &entry.session {
+                        // Events may arrive out of order: a start seen after the
+                        // end keeps the end and moves the start back.
+                        Some(SessionChange::Started { id, user_agent }) => {
+                            sqlx::query(
+                                "INSERT INTO sessions (id, user_id, user_agent, started_us) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (id) DO UPDATE SET started_us = excluded.started_us, \
+                                 user_agent = excluded.user_agent WHERE sessions.started_us > excluded.started_us",
+                            )
+                            .bind(id)
+                            .bind(entry.user_id)
+                            .bind(user_agent)
+                            .bind(occurred_us)
+                            .execute(&mut *tx)
+                            .await
+                            .context("recording a session's start")?;
+                        }
+                        Some(SessionChange::Ended { id, reason }) => {
+                            sqlx::query(
+                                "INSERT INTO sessions (id, user_id, user_agent, started_us, ended_us, end_reason) \
+                                 VALUES ($1, $2, '', $3, $3, $4) \
+                                 ON CONFLICT (id) DO UPDATE SET ended_us = excluded.ended_us, \
+                                 end_reason = excluded.end_reason WHERE sessions.ended_us IS NULL",
+                            )
+                            .bind(id)
+                            .bind(entry.user_id)
+                            .bind(occurred_us)
+                            .bind(reason)
+                            .execute(&mut *tx)
+                            .await
+                            .context("recording a session's end")?;
+                        }
+                        None => {}
+                    }
+                    if entry.kind == created_kind() {
+                        sqlx::query(
+                            "INSERT INTO accounts (user_id, created_us) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                        )
+                        .bind(entry.user_id)
                         .bind(occurred_us)
                         .execute(&mut *tx)
                         .await
-                        .context("recording a session's start")?;
+                        .context("recording an account")?;
                     }
-                    Some(SessionChange::Ended { id, reason }) => {
-                        sqlx::query(
-                            "INSERT INTO sessions (id, user_id, user_agent, started_us, ended_us, end_reason) \
-                             VALUES ($1, $2, '', $3, $3, $4) \
-                             ON CONFLICT (id) DO UPDATE SET ended_us = excluded.ended_us, \
-                             end_reason = excluded.end_reason WHERE sessions.ended_us IS NULL",
-                        )
-                        .bind(id)
-                        .bind(entry.user_id)
-                        .bind(occurred_us)
-                        .bind(reason)
-                        .execute(&mut *tx)
-                        .await
-                        .context("recording a session's end")?;
+                    if !changed.contains(&entry.user_id) {
+                        changed.push(entry.user_id);
                     }
-                    None => {}
-                }
-                if entry.kind == created_kind() {
-                    sqlx::query(
-                        "INSERT INTO accounts (user_id, created_us) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
-                    )
-                    .bind(entry.user_id)
-                    .bind(occurred_us)
-                    .execute(&mut *tx)
-                    .await
-                    .context("recording an account")?;
-                }
-                if !changed.contains(&entry.user_id) {
-                    changed.push(entry.user_id);
-                }
-                outcomes.push(Recorded::Added);
                 }
                 for user_id in changed {
                     enqueue(&mut *tx, &projected(user_id, now), now).await?;
