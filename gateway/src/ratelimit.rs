@@ -629,7 +629,10 @@ mod tests {
             key_prefix: prefix.to_string(),
             ..RateLimitSettings::default()
         };
-        let link = Arc::new(RedisLink::open("redis://127.0.0.1:6379", std::time::Duration::from_millis(250)).unwrap());
+        // A deadline a loaded test machine meets: at production's 250 ms a
+        // slow call falls back to this replica's own state, which is right
+        // in production and a false failure here.
+        let link = Arc::new(RedisLink::open("redis://127.0.0.1:6379", std::time::Duration::from_secs(2)).unwrap());
         RateLimiter::new(settings, Some(link), Arc::new(clock.clone()))
     }
 

@@ -86,11 +86,10 @@ fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Pr
             "this route takes a JSON object as its body",
         ));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Problem::new(400, "invalid_body", format!("malformed JSON: {e}")))?;
     // Decoding reads null as the default anywhere; the contract allows it
     // only where a field has presence.
-    let nulls = fleet_proto::json::misplaced_nulls(&desc, &value);
+    let nulls = fleet_proto::json::misplaced_nulls(&desc, body)
+        .map_err(|e| Problem::new(400, "invalid_body", format!("malformed JSON: {e}")))?;
     if !nulls.is_empty() {
         let mut problem = Problem::new(400, "invalid_argument", "the request body breaks the contract");
         problem.errors = nulls
@@ -102,8 +101,10 @@ fn parse_body(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Pr
             .collect();
         return Err(problem);
     }
+    let mut de = serde_json::Deserializer::from_str(text);
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let message = DynamicMessage::deserialize_with_options(desc, value, &options)
+    let message = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
+        .and_then(|m| de.end().map(|()| m))
         .map_err(|e| Problem::new(400, "invalid_body", format!("invalid request body: {e}")))?;
     Ok(message)
 }

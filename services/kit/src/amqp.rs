@@ -274,6 +274,8 @@ pub struct Subscription {
 /// Attempts per delivery before a transient failure is dead-lettered.
 const ATTEMPTS: u32 = 4;
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+/// The wait before reconnecting after a connection that was consuming.
+const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Consumes `subscription` until `shutdown`, reconnecting with backoff.
 pub async fn consume(
@@ -283,9 +285,10 @@ pub async fn consume(
     processed: Arc<dyn ProcessedEvents>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_RECONNECT_BACKOFF;
     let mut reconnect = false;
     while !shutdown.is_cancelled() {
+        let mut consumed = false;
         let run = consume_once(
             &settings,
             &subscription,
@@ -293,9 +296,16 @@ pub async fn consume(
             processed.as_ref(),
             &shutdown,
             reconnect,
+            &mut consumed,
         );
         reconnect = true;
-        match run.await {
+        let result = run.await;
+        // A connection that got as far as consuming starts the backoff
+        // afresh: only attempts that fail one after another wait longer.
+        if consumed {
+            backoff = FIRST_RECONNECT_BACKOFF;
+        }
+        match result {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(
@@ -391,6 +401,7 @@ async fn consume_once(
     processed: &dyn ProcessedEvents,
     shutdown: &CancellationToken,
     reconnect: bool,
+    consumed: &mut bool,
 ) -> anyhow::Result<()> {
     let connection = connect(settings).await?;
     let channel = connection.create_channel().await.context("opening a channel")?;
@@ -409,6 +420,7 @@ async fn consume_once(
         .await
         .context("starting to consume")?;
     tracing::info!(queue = sub.queue, "consuming events");
+    *consumed = true;
     if reconnect {
         handler.reconnected();
     }

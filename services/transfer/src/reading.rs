@@ -133,22 +133,21 @@ fn from_json(bytes: &[u8]) -> Result<DynamicMessage, Violations> {
         };
         one(place, message)
     };
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| problem("document".into(), e))?;
+    let nulls = fleet_proto::json::misplaced_nulls(&descriptor(), bytes).map_err(|e| problem("document".into(), e))?;
     let mut v = Violations::new();
-    for null in fleet_proto::json::misplaced_nulls(&descriptor(), &value)
-        .into_iter()
-        .take(MAX_PROBLEMS)
-    {
+    for null in nulls.into_iter().take(MAX_PROBLEMS) {
         v.add(null.field, null.message);
     }
     v.into_result()?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut track = serde_path_to_error::Track::new();
     let message = DynamicMessage::deserialize_with_options(
         descriptor(),
-        serde_path_to_error::Deserializer::new(value, &mut track),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
         &options(),
     )
     .map_err(|e| problem(track.path().to_string(), e))?;
+    de.end().map_err(|e| problem("document".into(), e))?;
     Ok(message)
 }
 
