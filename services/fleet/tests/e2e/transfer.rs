@@ -264,7 +264,7 @@ async fn an_export_is_the_whole_document_streamed_as_an_attachment_and_holds_no_
 }
 
 #[tokio::test]
-async fn an_export_through_split_processes_on_postgresql_and_rabbitmq() {
+async fn export_and_import_through_split_processes_on_postgresql_and_rabbitmq() {
     if !backend_available("RabbitMQ", "127.0.0.1:5672").await {
         return;
     }
@@ -286,6 +286,37 @@ async fn an_export_through_split_processes_on_postgresql_and_rabbitmq() {
     assert_shape(&doc, ada_id, "ada@example.com");
     assert_eq!(doc["data"]["mfa"]["enabled"], false);
     activity_with(&api, &token, "transfer.export_completed").await;
+    let (status, headers, csv) = fetch(&split.gateway, Proto::Http2, "/api/v1/export?format=csv", &token).await;
+    assert_attachment(status, &headers, &csv, ada_id, "csv");
+    assert!(csv.contains("\r\nactivity,"), "{csv}");
+
+    // Into another account on the same processes: the same entries.
+    let (_, bob) = api.signed_in("bob@example.com", "Bob").await;
+    let imported = split
+        .gateway
+        .client(Proto::Http1)
+        .post(split.gateway.url("/api/v1/import"))
+        .bearer_auth(&bob)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    let counts: Value = imported.json().await.unwrap();
+    let entries = doc["data"]["activity_log"].as_array().unwrap().len();
+    assert_eq!(counts["activity_imported"], entries, "{counts}");
+    let (status, headers, body) = fetch(&split.gateway, Proto::Http1, "/api/v1/export", &bob).await;
+    assert_eq!(status, 200, "{headers:?}");
+    let bobs: Value = serde_json::from_str(&body).unwrap();
+    for entry in doc["data"]["activity_log"].as_array().unwrap() {
+        let found = bobs["data"]["activity_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == entry["id"]);
+        assert_eq!(found, Some(entry));
+    }
     let log = split.transfer.log();
     assert!(!log.contains("\"ERROR\""), "transfer logged errors: {log}");
 }
