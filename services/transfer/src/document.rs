@@ -33,8 +33,10 @@ fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
     ts.and_then(from_timestamp).map(rfc3339)
 }
 
-/// The account's profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The account's profile. (Reading back, a missing field is its default,
+/// and the rules of `ExportDocument` say which must be there.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Profile {
     pub id: String,
     pub email: Option<String>,
@@ -60,7 +62,8 @@ impl From<&User> for Profile {
 }
 
 /// One active session: the device and network it was opened from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionRecord {
     pub id: String,
     pub created_at: Option<String>,
@@ -84,7 +87,8 @@ impl From<&Session> for SessionRecord {
 }
 
 /// Which second factors are on: never a secret or a code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MfaRecord {
     pub enabled: bool,
     pub methods: Vec<String>,
@@ -104,7 +108,8 @@ impl From<&MfaStatus> for MfaRecord {
 }
 
 /// One entry of the activity log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ActivityRecord {
     pub id: String,
     pub kind: String,
@@ -195,17 +200,24 @@ pub const CLOSING: &[u8] = b"]}}";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
+    #[serde(default)]
     pub user_id: String,
+    #[serde(default)]
     pub exported_at: String,
+    #[serde(default)]
     pub format_version: u32,
-    pub data: Data,
+    /// Absent only in a document that is refused for it.
+    #[serde(default)]
+    pub data: Option<Data>,
 }
 
 /// The document's data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Data {
-    pub profile: Profile,
+    /// Absent only in a document that is refused for it.
+    #[serde(default)]
+    pub profile: Option<Profile>,
     #[serde(default)]
     pub sessions: Vec<SessionRecord>,
     pub mfa: Option<MfaRecord>,
@@ -269,9 +281,10 @@ pub(crate) mod tests {
         text.extend_from_slice(CLOSING);
         let doc: Document = serde_json::from_slice(&text).unwrap();
         assert_eq!(doc.format_version, 1);
-        assert_eq!(doc.data.profile, profile());
-        assert_eq!(doc.data.mfa, Some(mfa));
-        assert_eq!(doc.data.activity_log, vec![entry.clone(), entry]);
+        let data = doc.data.unwrap();
+        assert_eq!(data.profile, Some(profile()));
+        assert_eq!(data.mfa, Some(mfa));
+        assert_eq!(data.activity_log, vec![entry.clone(), entry]);
     }
 
     #[test]

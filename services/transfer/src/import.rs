@@ -12,7 +12,7 @@ use fleet_kit::{
 };
 use fleet_proto::{
     stats::v1::{ActivityEntry, ImportActivityRequest, stats_service_client::StatsServiceClient},
-    transfer::v1::{ExportEntry, ImportRequest, ImportResult},
+    transfer::v1::{ImportRequest, ImportResult},
     users::v1::{UpdateMeRequest, UpdateUserRequest, users_service_client::UsersServiceClient},
 };
 use tonic::{Request, Status};
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     api::{Subject, TransferApi, on_behalf, user_id_of},
+    document::ActivityRecord,
     reading,
     store::ImportRecord,
 };
@@ -29,25 +30,47 @@ const BATCH: usize = 1000;
 
 /// A document's entry as stats takes it (the document was checked: its
 /// time is RFC 3339).
-fn entry(record: ExportEntry) -> ActivityEntry {
+fn entry(record: &ActivityRecord) -> ActivityEntry {
     let occurred_at = chrono::DateTime::parse_from_rfc3339(&record.occurred_at)
         .map(|t| to_timestamp(t.to_utc()))
         .ok();
     ActivityEntry {
-        id: record.id,
-        kind: record.kind,
+        id: record.id.clone(),
+        kind: record.kind.clone(),
         occurred_at,
-        ip: record.ip,
-        user_agent: record.user_agent,
-        details: Some(record.details.unwrap_or_default()),
+        ip: record.ip.clone(),
+        user_agent: record.user_agent.clone(),
+        details: Some(json_struct(&record.details)),
     }
 }
 
+fn json_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), json_value(v))).collect(),
+    }
+}
+
+fn json_value(value: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(json_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
 impl TransferApi {
-    pub(crate) async fn import_document(&self, request: Request<ImportRequest>) -> Result<ImportResult, Status> {
+    pub(crate) async fn import_document(&self, mut request: Request<ImportRequest>) -> Result<ImportResult, Status> {
         let asked = user_id_of(&request.get_ref().user_id)?;
         let dry_run = request.get_ref().dry_run;
-        let document = request.get_ref().document.clone().unwrap_or_default();
+        // Taken out of the request, so that the text is freed once read.
+        let document = request.get_mut().document.take().unwrap_or_default();
         let read = reading::read(&document.content_type, &document.data).map_err(|v| invalid_argument(&v))?;
         drop(document);
         let subject = self.subject(&request, asked).await?;
@@ -58,12 +81,12 @@ impl TransferApi {
         // Entries repeated in the document count once; the rest are skipped.
         let total = data.activity_log.len();
         let mut seen = std::collections::HashSet::new();
-        let entries: Vec<ActivityEntry> = data
+        let entries: Vec<ActivityRecord> = data
             .activity_log
             .into_iter()
             .filter(|r| seen.insert(r.id.clone()))
-            .map(entry)
             .collect();
+        drop(seen);
         let repeated = (total - entries.len()) as u64;
 
         let mut result = ImportResult {
@@ -100,7 +123,7 @@ impl TransferApi {
         request: &Request<T>,
         subject: &Subject,
         display_name: &str,
-        entries: &[ActivityEntry],
+        entries: &[ActivityRecord],
         dry_run: bool,
         result: &mut ImportResult,
     ) -> Result<(), Status> {
@@ -127,7 +150,7 @@ impl TransferApi {
         for batch in entries.chunks(BATCH) {
             let call = ImportActivityRequest {
                 user_id: user_id.clone(),
-                entries: batch.to_vec(),
+                entries: batch.iter().map(entry).collect(),
                 dry_run,
             };
             let done = stats.import_activity(on_behalf(request, call)).await?.into_inner();
