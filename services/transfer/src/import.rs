@@ -15,6 +15,7 @@ use fleet_proto::{
     transfer::v1::{ImportRequest, ImportResult},
     users::v1::{UpdateMeRequest, UpdateUserRequest, users_service_client::UsersServiceClient},
 };
+use futures::StreamExt;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
@@ -27,6 +28,8 @@ use crate::{
 
 /// Entries per call to stats.
 const BATCH: usize = 1000;
+/// Calls to stats under way at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A document's entry as stats takes it (the document was checked: its
 /// time is RFC 3339).
@@ -146,16 +149,27 @@ impl TransferApi {
             }
         }
         let user_id = subject.named();
-        let mut stats = StatsServiceClient::new(self.sources.stats.clone());
-        for batch in entries.chunks(BATCH) {
+        let stats = StatsServiceClient::new(self.sources.stats.clone());
+        // Batches are transactions of their own, idempotent by entry id:
+        // a few go at once, so that stats writes one while the next travels.
+        // (By index: a closure taking borrowed chunks is not general enough
+        // for the RPC's `Send` future.)
+        let calls = (0..entries.len()).step_by(BATCH).map(|start| {
+            let batch = &entries[start..entries.len().min(start + BATCH)];
             let call = ImportActivityRequest {
                 user_id: user_id.clone(),
                 entries: batch.iter().map(entry).collect(),
                 dry_run,
             };
-            let done = stats.import_activity(on_behalf(request, call)).await?.into_inner();
-            result.activity_imported += done.imported;
-            result.activity_skipped += done.skipped;
+            let request = on_behalf(request, call);
+            let mut stats = stats.clone();
+            async move { stats.import_activity(request).await.map(tonic::Response::into_inner) }
+        });
+        let mut done = futures::stream::iter(calls).buffer_unordered(BATCHES_IN_FLIGHT);
+        while let Some(batch) = done.next().await {
+            let batch = batch?;
+            result.activity_imported += batch.imported;
+            result.activity_skipped += batch.skipped;
         }
         Ok(())
     }
