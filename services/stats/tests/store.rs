@@ -425,7 +425,36 @@ async fn one_entry_id_may_be_in_two_users_logs_and_a_dry_run_keeps_nothing(backe
     );
 }
 
+async fn batches_of_one_user_written_side_by_side_all_land(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let ada = Uuid::now_v7();
+    // Every batch touches the same days' counts: in any order of their own,
+    // concurrent writers would lock those rows crosswise.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let entries: Vec<Entry> = (0..500)
+                        .map(|i| entry(ada, "auth.login_succeeded", t0() + Duration::hours(i % 2400)))
+                        .collect();
+                    let outcomes = store.record_many(&entries, t0()).await?;
+                    assert!(outcomes.iter().all(|o| *o == Recorded::Added));
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    assert_eq!(f.store.user_figures(ada).await.unwrap().events, 8 * 5 * 500);
+}
+
 backend_tests!(
+    batches_of_one_user_written_side_by_side_all_land,
     one_entry_id_may_be_in_two_users_logs_and_a_dry_run_keeps_nothing,
     a_batch_records_each_entry_once_in_one_transaction,
     retention_prunes_what_the_clock_says_is_too_old,

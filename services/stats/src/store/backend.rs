@@ -137,7 +137,11 @@ macro_rules! sql_stats_store {
                         .entry((entry.user_id, day_of(micros(entry.occurred_at)), entry.kind.as_str()))
                         .or_default() += 1;
                 }
-                let days: Vec<_> = days.into_iter().collect();
+                // In one order everywhere: writers of the same days (the
+                // batches of one import run side by side) then wait for each
+                // other instead of deadlocking.
+                let mut days: Vec<_> = days.into_iter().collect();
+                days.sort_unstable();
                 for chunk in days.chunks(ROWS_PER_STATEMENT) {
                     let mut count = QueryBuilder::<$db>::new("INSERT INTO activity_days (user_id, day, kind, entries) ");
                     count.push_values(chunk, |mut row, ((user_id, day, kind), n)| {
