@@ -20,6 +20,7 @@ pub mod process;
 pub mod revocation;
 pub mod secret;
 pub mod store;
+pub mod structs;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use fleet_kit::{
     SharedClock,
     error::{Violations, internal, invalid_argument},
+    structs::{from_struct, to_struct},
     time::to_timestamp,
     token::{require_identity, require_user},
 };
@@ -152,7 +153,7 @@ fn count(n: i64) -> u64 {
 }
 
 fn entry(row: EntryRow) -> ActivityEntry {
-    let details = serde_json::from_str::<serde_json::Value>(&row.details).unwrap_or_default();
+    let details = serde_json::from_str::<serde_json::Map<_, _>>(&row.details).unwrap_or_default();
     ActivityEntry {
         id: row.id.to_string(),
         kind: row.kind,
@@ -160,48 +161,6 @@ fn entry(row: EntryRow) -> ActivityEntry {
         ip: row.ip,
         user_agent: row.user_agent,
         details: Some(to_struct(details)),
-    }
-}
-
-/// A JSON object as a `google.protobuf.Struct` (anything else: empty).
-fn to_struct(value: serde_json::Value) -> prost_types::Struct {
-    let serde_json::Value::Object(map) = value else {
-        return prost_types::Struct::default();
-    };
-    prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
-    }
-}
-
-fn to_value(value: serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(to_value).collect(),
-        }),
-        object @ serde_json::Value::Object(_) => Kind::StructValue(to_struct(object)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-/// A `google.protobuf.Struct` as a JSON object.
-fn from_struct(s: prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.into_iter().map(|(k, v)| (k, from_value(v))).collect())
-}
-
-fn from_value(value: prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into),
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.into_iter().map(from_value).collect()),
-        Some(Kind::StructValue(s)) => from_struct(s),
     }
 }
 
@@ -236,7 +195,7 @@ fn imported(v: &mut Violations, user_id: Uuid, index: usize, e: ActivityEntry) -
         occurred_at: occurred_at?,
         ip: e.ip,
         user_agent: e.user_agent,
-        details: e.details.map(from_struct).unwrap_or_else(|| serde_json::json!({})),
+        details: serde_json::Value::Object(e.details.map(from_struct).unwrap_or_default()),
         session: None,
     })
     .filter(|_| kind_ok)
@@ -478,15 +437,5 @@ mod tests {
             .map(|v| v.field)
             .collect();
         assert_eq!(fields, ["from", "to"]);
-    }
-
-    #[test]
-    fn details_become_a_struct() {
-        let s = to_struct(serde_json::json!({"amr": ["pwd"], "n": 2, "ok": true, "none": null}));
-        assert_eq!(s.fields.len(), 4);
-        assert!(matches!(
-            s.fields["amr"].kind,
-            Some(prost_types::value::Kind::ListValue(_))
-        ));
     }
 }

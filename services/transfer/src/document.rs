@@ -13,7 +13,7 @@
 //! it reads only what the owning services show the user.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use fleet_kit::time::from_timestamp;
+use fleet_kit::{structs::from_struct, time::from_timestamp};
 use fleet_proto::{
     auth::v1::{MfaStatus, Session},
     stats::v1::ActivityEntry,
@@ -127,38 +127,9 @@ impl From<ActivityEntry> for ActivityRecord {
             occurred_at: timestamp(e.occurred_at.as_ref()).unwrap_or_default(),
             ip: e.ip,
             user_agent: e.user_agent,
-            details: e.details.map(struct_to_json).unwrap_or_default(),
+            details: e.details.map(from_struct).unwrap_or_default(),
         }
     }
-}
-
-/// A `google.protobuf.Struct` as a JSON object; whole numbers print as
-/// integers, as the REST API prints them.
-pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
-}
-
-fn value_to_json(v: prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    use serde_json::Value;
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::NumberValue(n)) => whole(n)
-            .map(Value::from)
-            .or_else(|| serde_json::Number::from_f64(n).map(Value::Number))
-            .unwrap_or(Value::Null),
-        Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
-    }
-}
-
-/// `n` as an integer when it is one that a double holds exactly.
-fn whole(n: f64) -> Option<i64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    #[allow(clippy::cast_possible_truncation)]
-    (n.fract() == 0.0 && n.abs() <= EXACT).then_some(n as i64)
 }
 
 /// What opens the document, up to the activity log's first entry.
@@ -285,18 +256,5 @@ pub(crate) mod tests {
         assert_eq!(data.profile, Some(profile()));
         assert_eq!(data.mfa, Some(mfa));
         assert_eq!(data.activity_log, vec![entry.clone(), entry]);
-    }
-
-    #[test]
-    fn whole_numbers_in_details_print_as_integers() {
-        let s = prost_types::Struct {
-            fields: [
-                ("n".to_string(), prost_types::Value::from(3.0)),
-                ("f".to_string(), prost_types::Value::from(0.5)),
-            ]
-            .into(),
-        };
-        let json = serde_json::Value::Object(struct_to_json(s));
-        assert_eq!(json.to_string(), r#"{"f":0.5,"n":3}"#);
     }
 }

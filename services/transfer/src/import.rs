@@ -8,6 +8,7 @@
 
 use fleet_kit::{
     error::{internal, invalid_argument},
+    structs::to_struct,
     time::to_timestamp,
 };
 use fleet_proto::{
@@ -43,29 +44,8 @@ fn entry(record: &ActivityRecord) -> ActivityEntry {
         occurred_at,
         ip: record.ip.clone(),
         user_agent: record.user_agent.clone(),
-        details: Some(json_struct(&record.details)),
+        details: Some(to_struct(record.details.clone())),
     }
-}
-
-fn json_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), json_value(v))).collect(),
-    }
-}
-
-fn json_value(value: &serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(json_value).collect(),
-        }),
-        serde_json::Value::Object(map) => Kind::StructValue(json_struct(map)),
-    };
-    prost_types::Value { kind: Some(kind) }
 }
 
 impl TransferApi {
