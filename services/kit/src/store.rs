@@ -21,14 +21,20 @@ pub trait Backend: sqlx::Database {
     /// The statement that opens a write transaction. SQLite takes the write
     /// lock up front so concurrent writers queue instead of failing.
     const BEGIN_WRITE: &'static str;
+    /// The statement that opens a read transaction whose statements all see
+    /// one snapshot, so figures read together agree with each other.
+    const BEGIN_SNAPSHOT: &'static str;
 }
 
 impl Backend for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 }
 
 impl Backend for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // In WAL mode a deferred transaction reads one snapshot from its first read.
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN";
 }
 
 /// A connected store of one service.

@@ -246,41 +246,49 @@ macro_rules! sql_stats_store {
             }
 
             async fn user_figures(&self, user_id: Uuid) -> anyhow::Result<UserFigures> {
-                let count = |sql: &'static str, kind: Option<&'static str>| {
+                // One snapshot: a batch committed between two of these reads
+                // would otherwise show a total that its parts do not add up to.
+                let mut tx = self
+                    .pool
+                    .begin_with(<$db as Backend>::BEGIN_SNAPSHOT)
+                    .await
+                    .context("begin")?;
+                let mut counted = Vec::with_capacity(3);
+                for (sql, kind) in [
+                    (sql::COUNT_OF_KIND, Some(login_kind())),
+                    (sql::COUNT_OF_KIND, Some(failed_login_kind())),
+                    (sql::COUNT, None),
+                ] {
                     let query = sqlx::query_as::<_, (i64,)>(sql).bind(user_id);
                     let query = match kind {
                         Some(kind) => query.bind(kind),
                         None => query,
                     };
-                    query.fetch_one(&self.pool)
+                    counted.push(query.fetch_one(&mut *tx).await.context("counting entries")?.0);
+                }
+                let [logins, failed_logins, events] = counted[..] else {
+                    anyhow::bail!("three counts were read");
                 };
-                let instant_of = |sql: &'static str, kind: &'static str| {
-                    sqlx::query_as::<_, (i64,)>(sql)
+                let mut instants = Vec::with_capacity(2);
+                for (sql, kind) in [(sql::LATEST_OF_KIND, login_kind()), (sql::EARLIEST_OF_KIND, created_kind())] {
+                    let found: Option<(i64,)> = sqlx::query_as(sql)
                         .bind(user_id)
                         .bind(kind)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .context("reading the first or last entry of a kind")?;
+                    instants.push(found.map(|(us,)| us));
+                }
+                let [last_login_us, created_us] = instants[..] else {
+                    anyhow::bail!("two instants were read");
                 };
-                let (logins,) = count(sql::COUNT_OF_KIND, Some(login_kind()))
-                    .await
-                    .context("counting logins")?;
-                let (failed_logins,) = count(sql::COUNT_OF_KIND, Some(failed_login_kind()))
-                    .await
-                    .context("counting failures")?;
-                let (events,) = count(sql::COUNT, None).await.context("counting entries")?;
-                let last_login_us = instant_of(sql::LATEST_OF_KIND, login_kind())
-                    .await
-                    .context("reading the last login")?
-                    .map(|(us,)| us);
-                let created_us = instant_of(sql::EARLIEST_OF_KIND, created_kind())
-                    .await
-                    .context("reading the creation")?
-                    .map(|(us,)| us);
                 let (active_sessions,): (i64,) =
                     sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_us IS NULL")
                         .bind(user_id)
-                        .fetch_one(&self.pool)
+                        .fetch_one(&mut *tx)
                         .await
                         .context("counting sessions")?;
+                tx.commit().await.context("commit")?;
                 Ok(UserFigures {
                     logins,
                     failed_logins,
