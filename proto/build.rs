@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "fleet/auth/v1/auth.proto",
     "fleet/stats/v1/stats.proto",
     "fleet/transfer/v1/transfer.proto",
+    "fleet/notify/v1/notify.proto",
     "fleet/events/v1/events.proto",
 ];
 

@@ -64,6 +64,14 @@ pub mod fleet {
         }
     }
 
+    /// The notify service.
+    pub mod notify {
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("fleet.notify.v1");
+        }
+    }
+
     /// Domain events.
     pub mod events {
         #[allow(missing_docs)]
@@ -73,4 +81,4 @@ pub mod fleet {
     }
 }
 
-pub use fleet::{api, auth, events, stats, transfer, users};
+pub use fleet::{api, auth, events, notify, stats, transfer, users};

@@ -286,6 +286,11 @@ impl AuthApi {
         failures: u32,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
+        let locked = match reason {
+            "bad_password" => self.lockout.locks_account(failures),
+            "bad_second_factor" => self.mfa.lockout.locks_account(failures),
+            _ => false,
+        };
         self.announce(
             user_id,
             Payload::LoginFailed(LoginFailed {
@@ -293,6 +298,7 @@ impl AuthApi {
                 ip: client.ip.clone(),
                 user_agent: client.user_agent.clone(),
                 consecutive_failures: failures,
+                locked,
             }),
         )
         .await

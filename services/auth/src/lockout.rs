@@ -67,6 +67,15 @@ impl LockoutPolicy {
         }
     }
 
+    /// Whether the `failures`-th consecutive failure locks the account:
+    /// the first lock of a streak, or the last failure allowed (only an
+    /// operator unlocks it then). What the user is told about.
+    pub fn locks_account(&self, failures: u32) -> bool {
+        let first_lock =
+            self.delay_after(failures).is_some() && (failures <= 1 || self.delay_after(failures - 1).is_none());
+        first_lock || failures == self.max_failures
+    }
+
     /// The lock that follows `failures` consecutive failures.
     pub fn delay_after(&self, failures: u32) -> Option<Duration> {
         if failures < self.free_attempts {
@@ -86,6 +95,13 @@ impl LockoutPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_lock_of_a_streak_and_the_last_failure_lock_the_account() {
+        let policy = LockoutPolicy::default();
+        let locking: Vec<u32> = (1..=policy.max_failures).filter(|f| policy.locks_account(*f)).collect();
+        assert_eq!(locking, vec![policy.free_attempts, policy.max_failures]);
+    }
 
     #[test]
     fn delays_start_after_the_free_attempts_and_double_up_to_the_cap() {

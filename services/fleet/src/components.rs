@@ -34,20 +34,29 @@ pub enum Component {
     Stats,
     /// Personal-data export.
     Transfer,
+    /// Notifications: the feed, webhooks and email.
+    Notify,
 }
 
 impl Component {
     /// Every component built so far, in start order.
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Users,
         Component::Auth,
         Component::Stats,
         Component::Transfer,
+        Component::Notify,
         Component::Gateway,
     ];
 
     /// The components that own a store.
-    pub const STORED: [Component; 4] = [Component::Users, Component::Auth, Component::Stats, Component::Transfer];
+    pub const STORED: [Component; 5] = [
+        Component::Users,
+        Component::Auth,
+        Component::Stats,
+        Component::Transfer,
+        Component::Notify,
+    ];
 
     /// The name of the component, as `--target` spells it.
     pub fn name(self) -> &'static str {
@@ -57,6 +66,7 @@ impl Component {
             Component::Users => "users",
             Component::Stats => "stats",
             Component::Transfer => "transfer",
+            Component::Notify => "notify",
         }
     }
 
@@ -67,6 +77,7 @@ impl Component {
             Component::Users => fleet_users::STORE_NAME,
             Component::Stats => fleet_stats::STORE_NAME,
             Component::Transfer => fleet_transfer::STORE_NAME,
+            Component::Notify => fleet_notify::STORE_NAME,
             Component::Gateway => "gateway",
         }
     }
@@ -78,6 +89,7 @@ impl Component {
             Component::Users => config.users.database_url.as_ref(),
             Component::Stats => config.stats.service.database_url.as_ref(),
             Component::Transfer => config.transfer.service.database_url.as_ref(),
+            Component::Notify => config.notify.service.database_url.as_ref(),
             Component::Gateway => None,
         }
     }
@@ -97,6 +109,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
         Component::Users => fleet_users::migrate(&db).await?,
         Component::Stats => fleet_stats::migrate(&db).await?,
         Component::Transfer => fleet_transfer::migrate(&db).await?,
+        Component::Notify => fleet_notify::migrate(&db).await?,
         Component::Gateway => {}
     }
     tracing::info!(
@@ -142,13 +155,8 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = InProcessBus::default();
     let revoked = RevokedSessions::new();
-    let publisher: Arc<dyn EventPublisher> = match &config.amqp_url {
-        Some(url) => {
-            let settings = AmqpSettings {
-                url: url.expose().to_string(),
-                exchange: config.events.exchange.clone(),
-                dead_letter_exchange: config.events.dead_letter_exchange.clone(),
-            };
+    let publisher: Arc<dyn EventPublisher> = match amqp_settings(&config) {
+        Some(settings) => {
             // This process's followers (revocations, deletions, and every
             // replica's own view) hear events through a queue of its own.
             let subscription = Subscription {
@@ -189,6 +197,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     let gateway_metrics = fleet_gateway::metrics::GatewayMetrics::register(&mut registry);
     let auth_metrics = fleet_auth::AuthMetrics::register(&mut registry);
     let stats_metrics = fleet_stats::metrics::StatsMetrics::register(&mut registry);
+    let notify_metrics = fleet_notify::metrics::NotifyMetrics::register(&mut registry);
 
     let mut tasks = tokio::task::JoinSet::new();
     let admin = crate::admin_http::serve(config.admin_listen, Arc::new(registry), shutdown.clone());
@@ -200,6 +209,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
             Component::Auth => config.auth.service.listen,
             Component::Stats => config.stats.service.listen,
             Component::Transfer => config.transfer.service.listen,
+            Component::Notify => config.notify.service.listen,
             Component::Gateway => continue,
         };
         let listener = bind(listen, *component).await?;
@@ -234,13 +244,9 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                 tasks.spawn(async move { ("auth", fleet_auth::serve(deps, listener, stop).await) });
             }
             Component::Stats => {
-                let feed = match &config.amqp_url {
-                    Some(url) => fleet_stats::Feed::Amqp {
-                        settings: AmqpSettings {
-                            url: url.expose().to_string(),
-                            exchange: config.events.exchange.clone(),
-                            dead_letter_exchange: config.events.dead_letter_exchange.clone(),
-                        },
+                let feed = match amqp_settings(&config) {
+                    Some(settings) => fleet_stats::Feed::Amqp {
+                        settings,
                         queue: config.stats.settings.queue.clone(),
                     },
                     None => fleet_stats::Feed::Bus(bus.subscribe()),
@@ -271,6 +277,24 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
                     settings: config.transfer.settings.clone(),
                 };
                 tasks.spawn(async move { ("transfer", fleet_transfer::serve(deps, listener, stop).await) });
+            }
+            Component::Notify => {
+                let feed = match amqp_settings(&config) {
+                    Some(settings) => fleet_notify::Feed::Amqp {
+                        settings,
+                        queue: config.notify.settings.queue.clone(),
+                    },
+                    None => fleet_notify::Feed::Bus(bus.subscribe()),
+                };
+                let deps = fleet_notify::Deps {
+                    db,
+                    feed,
+                    clock: clock.clone(),
+                    verifier: service_verifier(&config, &clock, &revoked)?,
+                    settings: config.notify.settings.clone(),
+                    metrics: notify_metrics.clone(),
+                };
+                tasks.spawn(async move { ("notify", fleet_notify::serve(deps, listener, stop).await) });
             }
             Component::Gateway => {}
         }
@@ -314,6 +338,15 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// The broker and exchanges, when the fleet runs on RabbitMQ.
+fn amqp_settings(config: &FleetConfig) -> Option<AmqpSettings> {
+    config.amqp_url.as_ref().map(|url| AmqpSettings {
+        url: url.expose().to_string(),
+        exchange: config.events.exchange.clone(),
+        dead_letter_exchange: config.events.dead_letter_exchange.clone(),
+    })
 }
 
 /// The token verifier of a service that is not auth: auth's key set, this
@@ -393,6 +426,10 @@ fn gateway_deps(
             (
                 fleet_transfer::SERVICE_NAME.to_string(),
                 config.transfer.service.url.clone(),
+            ),
+            (
+                fleet_notify::SERVICE_NAME.to_string(),
+                config.notify.service.url.clone(),
             ),
         ],
         tokens: config.tokens.clone(),

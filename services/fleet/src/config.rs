@@ -39,6 +39,8 @@ pub struct FleetConfig {
     pub stats: StatsConfig,
     /// The transfer service (export and import).
     pub transfer: TransferConfig,
+    /// The notify service (feed, webhooks, email).
+    pub notify: NotifyConfig,
     /// The API gateway.
     pub gateway: GatewaySettings,
     /// Exchanges of the RabbitMQ backbone (used when `amqp_url` is set).
@@ -129,6 +131,27 @@ impl Default for TransferConfig {
     }
 }
 
+/// The notify service: where it runs and how it behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyConfig {
+    /// Listener, URL and store.
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Its queue, webhooks and email.
+    #[serde(flatten)]
+    pub settings: fleet_notify::NotifySettings,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            service: ServiceConfig::on_port(50055),
+            settings: fleet_notify::NotifySettings::default(),
+        }
+    }
+}
+
 /// The auth service: where it runs and how it behaves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -171,6 +194,7 @@ impl Default for FleetConfig {
             users: ServiceConfig::on_port(50052),
             stats: StatsConfig::default(),
             transfer: TransferConfig::default(),
+            notify: NotifyConfig::default(),
             gateway: GatewaySettings::default(),
             events: EventSettings::default(),
         }

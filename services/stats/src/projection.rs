@@ -226,6 +226,7 @@ mod tests {
                 ip: "198.51.100.1".into(),
                 user_agent: "ua".into(),
                 consecutive_failures: 2,
+                locked: false,
             }),
         );
         let Projected::Entry(entry) = project(&failed).unwrap() else {

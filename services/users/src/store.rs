@@ -303,9 +303,18 @@ macro_rules! sql_user_store {
                     PRODUCER,
                     Some(user.id),
                     at,
-                    Payload::UserUpdated(UserUpdated {
-                        changed: patch.changed(),
-                        version: u64::try_from(user.version).unwrap_or_default(),
+                    Payload::UserUpdated({
+                        let changed = patch.changed();
+                        let email = if changed.iter().any(|c| c == "email") {
+                            user.email.clone()
+                        } else {
+                            String::new()
+                        };
+                        UserUpdated {
+                            changed,
+                            version: u64::try_from(user.version).unwrap_or_default(),
+                            email,
+                        }
                     }),
                 );
                 enqueue(&mut *tx, &event, at).await?;

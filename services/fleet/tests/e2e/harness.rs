@@ -24,7 +24,9 @@ pub struct Fleet {
     users_port: u16,
     stats_port: u16,
     transfer_port: u16,
+    notify_port: u16,
     cert: Option<PathBuf>,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     /// The one component this process runs, if not all of them.
     target: Option<String>,
@@ -37,6 +39,7 @@ pub struct Split {
     pub auth: Fleet,
     pub stats: Fleet,
     pub transfer: Fleet,
+    pub notify: Fleet,
     pub gateway: Fleet,
 }
 
@@ -77,6 +80,30 @@ fn free_port() -> u16 {
     }
 }
 
+/// Ports for `[auth, users, stats, transfer, notify]`.
+fn service_ports() -> [u16; 5] {
+    [free_port(), free_port(), free_port(), free_port(), free_port()]
+}
+
+/// Starts `fleet` in `dir`, its log appended to `dir/fleet.log`.
+fn spawn(args: &[&str], dir: &std::path::Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fleet.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().cloned())
+        .stdout(log)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
 /// RabbitMQ on an exchange of its own, unless `extra` names a broker: the
 /// settings every `--target` process needs.
 fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -88,6 +115,7 @@ fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("FLEET_AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE".into(), format!("{exchange}.dead")),
         ("FLEET_STATS__QUEUE".into(), format!("{exchange}.stats")),
+        ("FLEET_NOTIFY__QUEUE".into(), format!("{exchange}.notify")),
         ("FLEET_EVENTS__EXCHANGE".into(), exchange),
     ]
 }
@@ -113,8 +141,7 @@ impl Fleet {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Fleet {
-        let ports = [free_port(), free_port(), free_port(), free_port()];
-        Self::launch(&["run"], ports, None, extra).await
+        Self::launch(&["run"], service_ports(), None, extra).await
     }
 
     /// A second gateway (`--target gateway`) in front of `front`'s services.
@@ -135,7 +162,13 @@ impl Fleet {
         let cert_path = front.cert_path();
         Self::launch(
             &["run", "--target", "gateway"],
-            [front.auth_port, front.users_port, front.stats_port, front.transfer_port],
+            [
+                front.auth_port,
+                front.users_port,
+                front.stats_port,
+                front.transfer_port,
+                front.notify_port,
+            ],
             Some(cert_path),
             &env,
         )
@@ -149,11 +182,12 @@ impl Fleet {
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
-        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let ports = service_ports();
         let users = Self::launch(&["run", "--target", "users"], ports, None, extra).await;
         let auth = Self::launch(&["run", "--target", "auth"], ports, None, extra).await;
         let stats = Self::launch(&["run", "--target", "stats"], ports, None, extra).await;
         let transfer = Self::launch(&["run", "--target", "transfer"], ports, None, extra).await;
+        let notify = Self::launch(&["run", "--target", "notify"], ports, None, extra).await;
         let tls = fleet_gateway::tls::development_certificate(&users.data_dir().join("tls")).unwrap();
         let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
         let mut env = vec![
@@ -167,14 +201,15 @@ impl Fleet {
             auth,
             stats,
             transfer,
+            notify,
             gateway,
         }
     }
 
     /// Starts `fleet` with `args`; the services listen on `[auth, users,
-    /// stats, transfer]`.
-    async fn launch(args: &[&str], ports: [u16; 4], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
-        let [auth, users, stats, transfer] = ports;
+    /// stats, transfer, notify]`.
+    async fn launch(args: &[&str], ports: [u16; 5], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
+        let [auth, users, stats, transfer, notify] = ports;
         let dir = tempfile::tempdir().unwrap();
         let (https, http, admin) = (free_port(), free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
@@ -188,6 +223,8 @@ impl Fleet {
             ("FLEET_STATS__URL".into(), format!("http://127.0.0.1:{stats}")),
             ("FLEET_TRANSFER__LISTEN".into(), format!("127.0.0.1:{transfer}")),
             ("FLEET_TRANSFER__URL".into(), format!("http://127.0.0.1:{transfer}")),
+            ("FLEET_NOTIFY__LISTEN".into(), format!("127.0.0.1:{notify}")),
+            ("FLEET_NOTIFY__URL".into(), format!("http://127.0.0.1:{notify}")),
             ("FLEET_GATEWAY__HTTPS_LISTEN".into(), format!("127.0.0.1:{https}")),
             ("FLEET_GATEWAY__HTTP_LISTEN".into(), format!("127.0.0.1:{http}")),
             ("FLEET_ADMIN_LISTEN".into(), format!("127.0.0.1:{admin}")),
@@ -195,16 +232,7 @@ impl Fleet {
             ("FLEET_GATEWAY__RATE_LIMIT__ENABLED".into(), "false".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        let child = Command::new(env!("CARGO_BIN_EXE_fleet"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().cloned())
-            .stdout(std::fs::File::create(dir.path().join("fleet.log")).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = spawn(args, dir.path(), &env);
         let mut fleet = Fleet {
             child,
             dir,
@@ -215,7 +243,9 @@ impl Fleet {
             users_port: users,
             stats_port: stats,
             transfer_port: transfer,
+            notify_port: notify,
             cert,
+            args: args.iter().map(|a| (*a).to_string()).collect(),
             env,
             target: args
                 .iter()
@@ -237,12 +267,14 @@ impl Fleet {
                 Some("auth") if serving(self.auth_port).await => return,
                 Some("stats") if serving(self.stats_port).await => return,
                 Some("transfer") if serving(self.transfer_port).await => return,
-                Some("users" | "auth" | "stats" | "transfer") => {}
+                Some("notify") if serving(self.notify_port).await => return,
+                Some("users" | "auth" | "stats" | "transfer" | "notify") => {}
                 _ => {
                     let services_up = serving(self.auth_port).await
                         && serving(self.users_port).await
                         && serving(self.stats_port).await
-                        && serving(self.transfer_port).await;
+                        && serving(self.transfer_port).await
+                        && serving(self.notify_port).await;
                     if services_up && self.cert_path().exists() {
                         let health = self.client(Proto::Http1).get(self.url("/health")).send().await;
                         if health.is_ok_and(|r| r.status() == 200) {
@@ -254,6 +286,16 @@ impl Fleet {
             assert!(Instant::now() < deadline, "fleet did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops the process (SIGKILL: nothing is flushed or handed over) and
+    /// starts it again with the same settings and data directory.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = spawn(&args, self.dir.path(), &self.env);
+        self.wait_ready().await;
     }
 
     /// The process id of `fleet`.

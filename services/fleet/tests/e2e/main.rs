@@ -14,6 +14,7 @@ mod identity;
 mod import;
 mod mfa;
 mod monitoring;
+mod notify;
 mod openapi;
 mod overload;
 mod ratelimit;

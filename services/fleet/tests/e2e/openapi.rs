@@ -36,6 +36,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/stats/overview"),
     ("get", "/api/v1/export"),
     ("post", "/api/v1/import"),
+    ("get", "/api/v1/notifications"),
+    ("post", "/api/v1/notifications/{id}/read"),
+    ("post", "/api/v1/notifications/read-all"),
+    ("get", "/api/v1/notifications/preferences"),
+    ("put", "/api/v1/notifications/preferences"),
+    ("post", "/api/v1/notifications/webhook/rotate-secret"),
+    ("get", "/api/v1/notifications/deliveries"),
 ];
 
 #[tokio::test]

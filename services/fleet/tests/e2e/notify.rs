@@ -1,0 +1,655 @@
+//! Notifications end to end: what a person is told after a new-device login,
+//! a password change and 2FA on and off (once each, on `fleet run` and as
+//! `--target` processes on PostgreSQL and RabbitMQ); the feed's read marks
+//! and unread count; Standard Webhooks checked by the reference verifier,
+//! retried with the same id across a restart, and disabled by a 410; the
+//! SSRF refusals; and email through a real SMTP server.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use fleet_kit::testing::{TestBackend, backend_available, database};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Api, Fleet, PASSWORD, Proto, answer, assert_problem},
+    mfa::{confirm_totp, python},
+};
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const NEW_PASSWORD: &str = "an entirely new passphrase";
+const TRUSTED: (&str, &str) = (
+    "FLEET_GATEWAY__RATE_LIMIT__TRUSTED_PROXIES",
+    "[\"127.0.0.1/32\", \"::1/128\"]",
+);
+const ALLOW_HTTP: (&str, &str) = ("FLEET_NOTIFY__WEBHOOKS__ALLOW_HTTP", "true");
+const ALLOW_PRIVATE: (&str, &str) = ("FLEET_NOTIFY__WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "true");
+
+/// Logs in as if from `user_agent` at `ip` (through a trusted proxy).
+async fn login_from(api: &Api<'_>, email: &str, password: &str, user_agent: &str, ip: &str) -> String {
+    let response = api
+        .client
+        .post(api.fleet.url("/api/v1/auth/login"))
+        .header("user-agent", user_agent)
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let login = answer(response).await;
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    login.body["access_token"].as_str().unwrap().to_string()
+}
+
+/// Waits until the gateway forwards clients' addresses (it does once it
+/// holds its service token), with an account of its own.
+async fn until_forwarded(api: &Api<'_>) {
+    api.register("warm-up@example.com", "Warm").await;
+    let started = Instant::now();
+    loop {
+        let token = login_from(api, "warm-up@example.com", PASSWORD, "WarmUp/1.0", "192.0.2.1").await;
+        let sessions = api.call(Method::GET, "/api/v1/auth/sessions", Some(&token), None).await;
+        let forwarded = sessions.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["current"] == true && s["ip"] == "192.0.2.1");
+        if forwarded {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the gateway never forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn feed(api: &Api<'_>, token: &str, query: &str) -> Value {
+    let page = api
+        .call(Method::GET, &format!("/api/v1/notifications{query}"), Some(token), None)
+        .await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    page.body
+}
+
+/// The feed once it holds `n` notifications, boundedly.
+async fn feed_of(api: &Api<'_>, token: &str, n: usize) -> Value {
+    let started = Instant::now();
+    loop {
+        let page = feed(api, token, "?limit=100").await;
+        if page["items"].as_array().unwrap().len() >= n {
+            return page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "fewer than {n}: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kinds(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// The spec's flow: each change is told once; read marks and the unread
+/// count; nobody else sees or marks them.
+async fn told_once_each(api: &Api<'_>, python: &str) {
+    until_forwarded(api).await;
+    api.register("ada@example.com", "Ada").await;
+    let token = login_from(api, "ada@example.com", PASSWORD, "FleetTest/1.0", "203.0.113.7").await;
+    // The same device on the same network, then a new device and network.
+    login_from(api, "ada@example.com", PASSWORD, "FleetTest/1.1", "203.0.113.99").await;
+    login_from(api, "ada@example.com", PASSWORD, FIREFOX, "198.51.100.9").await;
+    let change = json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD});
+    let changed = api
+        .call(Method::POST, "/api/v1/auth/password", Some(&token), Some(change))
+        .await;
+    assert_eq!(changed.status, 204, "{:?}", changed.body);
+    let enrolment = api
+        .call(Method::POST, "/api/v1/auth/2fa/totp/enroll", Some(&token), None)
+        .await;
+    assert_eq!(enrolment.status, 200, "{:?}", enrolment.body);
+    let url = enrolment.body["otpauth_url"].as_str().unwrap().to_string();
+    confirm_totp(api, python, &token, &url).await;
+    let disabled = api
+        .call(
+            Method::POST,
+            "/api/v1/auth/2fa/totp/disable",
+            Some(&token),
+            Some(json!({"password": NEW_PASSWORD})),
+        )
+        .await;
+    assert_eq!(disabled.status, 204, "{:?}", disabled.body);
+    let token = login_from(api, "ada@example.com", NEW_PASSWORD, "FleetTest/1.0", "203.0.113.7").await;
+
+    feed_of(api, &token, 4).await;
+    // Anything more would have come by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let page = feed(api, &token, "").await;
+    assert_eq!(
+        kinds(&page),
+        vec!["mfa_disabled", "mfa_enabled", "password_changed", "new_device_login"],
+        "{page}"
+    );
+    assert_eq!(page["unread_count"], 4);
+    assert!(page["next_cursor"].is_null());
+    let login = &page["items"][3];
+    assert_eq!(login["data"]["ip"], "198.51.100.9");
+    assert_eq!(login["data"]["user_agent"], FIREFOX);
+    assert!(login["read_at"].is_null());
+    let text = page.to_string();
+    for secret in [PASSWORD, NEW_PASSWORD, token.as_str()] {
+        assert!(!text.contains(secret), "a secret in the feed");
+    }
+
+    // Read one: the count and the unread filter follow.
+    let newest = page["items"][0]["id"].as_str().unwrap().to_string();
+    let read = format!("/api/v1/notifications/{newest}/read");
+    assert_eq!(api.call(Method::POST, &read, Some(&token), None).await.status, 204);
+    let unread = feed(api, &token, "?unread=true").await;
+    assert_eq!(unread["unread_count"], 3);
+    assert_eq!(
+        kinds(&unread),
+        vec!["mfa_enabled", "password_changed", "new_device_login"]
+    );
+    assert!(feed(api, &token, "").await["items"][0]["read_at"].is_string());
+    let paged = feed(api, &token, "?limit=2").await;
+    let next = paged["next_cursor"].as_str().unwrap();
+    assert_eq!(
+        kinds(&feed(api, &token, &format!("?limit=2&cursor={next}")).await).len(),
+        2
+    );
+
+    // Bob sees none of it and can mark none of it.
+    let (_, bob) = api.signed_in("bob@example.com", "Bob").await;
+    let bobs = feed(api, &bob, "").await;
+    assert_eq!(
+        (bobs["items"].as_array().unwrap().len(), &bobs["unread_count"]),
+        (0, &json!(0))
+    );
+    let theirs = format!(
+        "/api/v1/notifications/{}/read",
+        page["items"][1]["id"].as_str().unwrap()
+    );
+    assert_problem(&api.call(Method::POST, &theirs, Some(&bob), None).await, 404);
+    let all = "/api/v1/notifications/read-all";
+    assert_eq!(api.call(Method::POST, all, Some(&bob), None).await.status, 204);
+    assert_eq!(feed(api, &token, "").await["unread_count"], 3);
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/notifications/nope/read", Some(&token), None)
+            .await,
+        400,
+    );
+
+    assert_eq!(api.call(Method::POST, all, Some(&token), None).await.status, 204);
+    let none = feed(api, &token, "?unread=true").await;
+    assert_eq!(
+        (none["items"].as_array().unwrap().len(), &none["unread_count"]),
+        (0, &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn each_change_is_told_once_on_fleet_run() {
+    let Some(python) = python() else { return };
+    let fleet = Fleet::start_with(&[TRUSTED]).await;
+    told_once_each(&Api::new(&fleet, Proto::Http1), &python).await;
+}
+
+#[tokio::test]
+async fn each_change_is_told_once_by_split_processes_on_postgresql_and_rabbitmq() {
+    let Some(python) = python() else { return };
+    if !backend_available("RabbitMQ", "127.0.0.1:5672").await {
+        return;
+    }
+    let Some(db) = database(TestBackend::Postgres).await else {
+        return;
+    };
+    // The gateway forwards clients' addresses with a service token, which
+    // auth issues only to holders of the fleet's shared service secret.
+    let secret = fleet_kit::secret::generate_key_base64();
+    let split = Fleet::split(&[
+        ("FLEET_DATABASE_URL", db.url.as_str()),
+        ("FLEET_TOKENS__SERVICE_SECRET", secret.as_str()),
+        TRUSTED,
+    ])
+    .await;
+    told_once_each(&Api::new(&split.gateway, Proto::Http1), &python).await;
+    let log = split.notify.log();
+    assert!(!log.contains("\"ERROR\""), "notify logged errors: {log}");
+}
+
+#[tokio::test]
+async fn webhook_urls_that_reach_inside_are_refused_with_a_field_error() {
+    let fleet = Fleet::start().await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    for url in [
+        "http://example.com/hook",
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://localhost/hook",
+        "ftp://example.com/hook",
+        "garbage",
+    ] {
+        let body = json!({"email": false, "webhook_url": url, "events": []});
+        let refused = api
+            .call(
+                Method::PUT,
+                "/api/v1/notifications/preferences",
+                Some(&token),
+                Some(body),
+            )
+            .await;
+        assert_problem(&refused, 400);
+        let fields: Vec<&str> = refused.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, vec!["webhook_url"], "{url}: {:?}", refused.body);
+    }
+    let body = json!({"email": false, "webhook_url": "", "events": ["password_changed", "nope"]});
+    let refused = api
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/preferences",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_problem(&refused, 400);
+    assert_eq!(refused.body["errors"][0]["field"], "events[1]");
+    // Nothing was kept of the refused ones.
+    let prefs = api
+        .call(Method::GET, "/api/v1/notifications/preferences", Some(&token), None)
+        .await;
+    assert_eq!(prefs.body["webhook_url"], "");
+    assert_eq!(prefs.body["email"], false);
+    assert_eq!(prefs.body["events"].as_array().unwrap().len(), 13);
+}
+
+/// The Python with the reference Standard Webhooks library and aiosmtpd, or
+/// `None` to skip outside CI.
+fn hooks_python() -> Option<String> {
+    let python = std::env::var("FLEET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ready = Command::new(&python)
+        .args(["-c", "import standardwebhooks, aiosmtpd"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if ready {
+        return Some(python);
+    }
+    assert!(
+        !std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1"),
+        "{python} with standardwebhooks and aiosmtpd is required in CI (FLEET_PYTHON)"
+    );
+    eprintln!("skipping: {python} lacks standardwebhooks/aiosmtpd; .ci/run installs them");
+    None
+}
+
+fn script() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/hooks.py")
+}
+
+/// A webhook receiver answering `plan`'s statuses in turn.
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    async fn start(python: &str, plan: &str) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python)
+            .args([script(), "serve", &port.to_string(), log.to_str().unwrap(), plan])
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the receiver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Receiver {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The requests once there are `n`, within `within`.
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            assert!(
+                started.elapsed() < within,
+                "{} of {n} requests: {requests:?}",
+                requests.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the reference verifier says of each request under `secret`.
+    fn verify(&self, python: &str, secret: &str) -> Vec<String> {
+        let out = Command::new(python)
+            .args([script(), "verify", secret, self.log.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Sets the webhook; its secret.
+async fn set_webhook(api: &Api<'_>, token: &str, url: &str) -> String {
+    let body = json!({"email": false, "webhook_url": url, "events": ["export_completed"]});
+    let set = api
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/preferences",
+            Some(token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["webhook_url"], url);
+    let secret = set.body["webhook_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    // Shown once.
+    let again = api
+        .call(Method::GET, "/api/v1/notifications/preferences", Some(token), None)
+        .await;
+    assert!(again.body["webhook_secret"].is_null(), "{:?}", again.body);
+    secret
+}
+
+/// Changes the password back and forth: one notification each time.
+async fn change_password(api: &Api<'_>, token: &str, from: &str, to: &str) {
+    let change = json!({"current_password": from, "new_password": to});
+    let changed = api
+        .call(Method::POST, "/api/v1/auth/password", Some(token), Some(change))
+        .await;
+    assert_eq!(changed.status, 204, "{:?}", changed.body);
+}
+
+fn header<'a>(request: &'a Value, name: &str) -> &'a str {
+    request["headers"][name].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn webhooks_pass_the_reference_verifier_and_retry_with_the_same_id() {
+    let Some(python) = hooks_python() else { return };
+    let fleet = Fleet::start_with(&[ALLOW_HTTP, ALLOW_PRIVATE]).await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    let receiver = Receiver::start(&python, "500,204").await;
+    let secret = set_webhook(&api, &token, &receiver.url()).await;
+
+    change_password(&api, &token, PASSWORD, NEW_PASSWORD).await;
+    // The first attempt at once, the retry after 5 s (and jitter).
+    let requests = receiver.wait_for(2, Duration::from_secs(20)).await;
+    let (first, retry) = (&requests[0], &requests[1]);
+    assert_eq!(
+        (first["status"].as_u64(), retry["status"].as_u64()),
+        (Some(500), Some(204))
+    );
+    assert_eq!(header(first, "webhook-id"), header(retry, "webhook-id"));
+    assert!(header(first, "webhook-id").starts_with("msg_"));
+    let body: Value = serde_json::from_str(retry["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "notification.password_changed");
+    assert_eq!(body["data"]["kind"], "password_changed");
+    assert!(body["timestamp"].is_string());
+    let id = header(first, "webhook-id").to_string();
+    assert_eq!(
+        receiver.verify(&python, &secret),
+        vec![format!("{id} ok"), format!("{id} ok")]
+    );
+    // A wrong secret fails the same check.
+    let wrong = receiver.verify(&python, &fleet_notify::webhook::new_secret());
+    assert!(wrong.iter().all(|l| l.contains("bad")), "{wrong:?}");
+
+    let deliveries = api
+        .call(Method::GET, "/api/v1/notifications/deliveries", Some(&token), None)
+        .await;
+    assert_eq!(deliveries.status, 200);
+    let delivery = &deliveries.body["items"][0];
+    assert_eq!(delivery["id"], id.as_str());
+    assert_eq!(delivery["status"], "delivered");
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["response_code"], 204);
+    assert!(delivery["next_attempt_at"].is_null());
+
+    // For a day after a rotation, both secrets sign.
+    let rotated = api
+        .call(
+            Method::POST,
+            "/api/v1/notifications/webhook/rotate-secret",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let new_secret = rotated.body["webhook_secret"].as_str().unwrap().to_string();
+    change_password(&api, &token, NEW_PASSWORD, PASSWORD).await;
+    let requests = receiver.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(header(&requests[2], "webhook-signature").split(' ').count(), 2);
+    for key in [&secret, &new_secret] {
+        let verdicts = receiver.verify(&python, key);
+        assert!(verdicts[2].ends_with(" ok"), "{verdicts:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_survives_a_restart_and_a_410_disables_the_endpoint() {
+    let Some(python) = hooks_python() else { return };
+    let mut fleet = Fleet::start_with(&[ALLOW_HTTP, ALLOW_PRIVATE]).await;
+    let (secret, token) = {
+        let api = Api::new(&fleet, Proto::Http1);
+        let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+        let receiver = Receiver::start(&python, "503,204").await;
+        let secret = set_webhook(&api, &token, &receiver.url()).await;
+        change_password(&api, &token, PASSWORD, NEW_PASSWORD).await;
+        receiver.wait_for(1, Duration::from_secs(10)).await;
+        // Killed between the attempts: the retry is in the store, not in memory.
+        fleet.restart().await;
+        let requests = receiver.wait_for(2, Duration::from_secs(30)).await;
+        assert_eq!(header(&requests[0], "webhook-id"), header(&requests[1], "webhook-id"));
+        assert_eq!(requests[1]["status"], 204);
+        assert!(receiver.verify(&python, &secret).iter().all(|v| v.ends_with(" ok")));
+        (secret, token)
+    };
+    let api = Api::new(&fleet, Proto::Http1);
+    // A 410 stops deliveries, and the user is told in-app.
+    let gone = Receiver::start(&python, "410").await;
+    let body = json!({"email": false, "webhook_url": gone.url(), "events": []});
+    let set = api
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/preferences",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_ne!(set.body["webhook_secret"], secret.as_str(), "a new URL, a new secret");
+    change_password(&api, &token, NEW_PASSWORD, PASSWORD).await;
+    gone.wait_for(1, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    loop {
+        let prefs = api
+            .call(Method::GET, "/api/v1/notifications/preferences", Some(&token), None)
+            .await;
+        if prefs.body["webhook_disabled_at"].is_string() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not disabled: {:?}",
+            prefs.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = feed(&api, &token, "").await;
+    assert_eq!(kinds(&page)[0], "webhook_disabled", "{page}");
+    change_password(&api, &token, PASSWORD, NEW_PASSWORD).await;
+    // Three password changes and the notice.
+    feed_of(&api, &token, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gone.requests().len(), 1, "nothing goes to a disabled endpoint");
+}
+
+/// An SMTP server (aiosmtpd) writing what it receives to a maildir.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    async fn start(python: &str) -> SmtpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = dir.path().join("mail");
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox", maildir.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the SMTP server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SmtpServer { child, port, dir }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let new = self.dir.path().join("mail").join("new");
+        let Ok(entries) = std::fs::read_dir(&new) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn email_goes_through_a_real_smtp_server() {
+    let Some(python) = hooks_python() else { return };
+    let smtp = SmtpServer::start(&python).await;
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let fleet = Fleet::start_with(&[
+        ("FLEET_NOTIFY__EMAIL__SENDER", "smtp"),
+        ("FLEET_NOTIFY__EMAIL__SMTP_URL", url.as_str()),
+        ("FLEET_NOTIFY__EMAIL__FROM", "Fleet <no-reply@fleet.test>"),
+    ])
+    .await;
+    let api = Api::new(&fleet, Proto::Http1);
+    let (_, token) = api.signed_in("ada@example.com", "Ada").await;
+    let body = json!({"email": true, "webhook_url": "", "events": []});
+    let set = api
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/preferences",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["email"], true);
+    change_password(&api, &token, PASSWORD, NEW_PASSWORD).await;
+    let started = Instant::now();
+    let mail = loop {
+        if let Some(mail) = smtp.messages().pop() {
+            break mail;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no email arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(mail.contains("To: ada@example.com"), "{mail}");
+    assert!(mail.contains("From: Fleet <no-reply@fleet.test>"), "{mail}");
+    assert!(mail.contains("Subject: [Fleet] Your password was changed"), "{mail}");
+    assert!(mail.contains("text/plain") && mail.contains("text/html"), "{mail}");
+    assert!(!mail.contains(NEW_PASSWORD) && !mail.contains(PASSWORD));
+    let deliveries = api
+        .call(Method::GET, "/api/v1/notifications/deliveries", Some(&token), None)
+        .await;
+    let started = Instant::now();
+    let mut delivery = deliveries.body["items"][0].clone();
+    while delivery["status"] != "delivered" {
+        assert!(started.elapsed() < Duration::from_secs(5), "{delivery}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = api
+            .call(Method::GET, "/api/v1/notifications/deliveries", Some(&token), None)
+            .await;
+        delivery = again.body["items"][0].clone();
+    }
+    assert_eq!(delivery["channel"], "email");
+}
