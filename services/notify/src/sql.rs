@@ -18,5 +18,16 @@ pub const DELIVERIES: &str = "SELECT id, notification_id, channel, status, attem
      error, created_us, last_attempt_us, next_attempt_us FROM deliveries \
      WHERE user_id = $1 AND (created_us, id) < ($2, $3) ORDER BY created_us DESC, id DESC LIMIT $4";
 
+/// The deliveries due at `$1`, the longest due first, `$2` at most.
+macro_rules! due {
+    () => {
+        "SELECT id FROM deliveries WHERE next_attempt_us <= $1 ORDER BY next_attempt_us LIMIT $2"
+    };
+}
+pub(crate) use due;
+
+/// [`due!`] as a statement of its own.
+pub const DUE: &str = due!();
+
 /// When the next delivery is due.
 pub const NEXT_DUE: &str = "SELECT MIN(next_attempt_us) FROM deliveries WHERE next_attempt_us IS NOT NULL";

@@ -1,7 +1,7 @@
 //! The API keeps the contract its OpenAPI document states: schemathesis
 //! fuzzes `fleet run` over the whole document with every check (stateful
-//! phase included, following the document's links), signed in as a
-//! throwaway user, and finds nothing.
+//! phase included, following the document's links; one operation spared
+//! one check, see below), signed in as a throwaway user, and finds nothing.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -28,6 +28,17 @@ async fn schemathesis_finds_no_contract_violation() {
         return;
     }
     let fleet = Fleet::start().await;
+    // Whether a webhook URL may be set depends on where its host resolves
+    // to, which no schema can say: a schema-valid URL may be refused with
+    // 400 (the SSRF tests cover that answer). Every other check still runs
+    // on that operation.
+    // (An option on the command line would override it for every operation.)
+    std::fs::write(
+        fleet.dir.path().join("schemathesis.toml"),
+        "checks.enabled = true\n\n[[operations]]\ninclude-operation-id = \"UpdatePreferences\"\n\
+         checks.positive_data_acceptance.enabled = false\n",
+    )
+    .unwrap();
     let api = Api::new(&fleet, Proto::Http1);
     // An administrator reaches every operation. Those that can end the
     // caller's own session or account (a role or status change of its own
@@ -65,7 +76,6 @@ async fn fuzz(tool: &std::path::Path, fleet: &Fleet, token: &str, filters: &[Str
     let mut run = Command::new(tool);
     run.args(["run", &format!("{base}/api/v1/openapi.json")])
         .args(["--url", &base])
-        .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--tls-verify", "false"])

@@ -66,10 +66,11 @@ async fn every_health_endpoint_answers_with_real_figures() {
     assert_up(&external, "users", "service");
     assert_up(&external, "stats", "service");
     assert_up(&external, "transfer", "service");
+    assert_up(&external, "notify", "service");
     // Embedded defaults: no PostgreSQL, RabbitMQ or Redis to probe.
     assert_eq!(
         external.body["dependencies"].as_object().unwrap().len(),
-        4,
+        5,
         "{}",
         external.body
     );
@@ -197,6 +198,6 @@ async fn a_service_down_is_named_and_readiness_drops_when_none_answers() {
     assert_eq!((external.status, &external.body["status"]), (503, &Value::from("down")));
     assert_eq!(
         external.body["down"],
-        serde_json::json!(["auth", "stats", "transfer", "users"])
+        serde_json::json!(["auth", "notify", "stats", "transfer", "users"])
     );
 }

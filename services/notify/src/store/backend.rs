@@ -30,22 +30,26 @@ impl<DB: sqlx::Database> SqlNotifyStore<DB> {
 
 /// What differs between the backends' statements.
 trait Dialect {
-    /// Takes due deliveries: `$1` lease end, `$2` now, `$3` limit.
+    /// Takes due deliveries: `$1` now, `$2` limit, `$3` lease end.
     /// PostgreSQL lets concurrent takers skip each other's rows; SQLite's
     /// write transaction already holds the whole file.
     const CLAIM: &'static str;
 }
 
 impl Dialect for Postgres {
-    const CLAIM: &'static str = "UPDATE deliveries SET next_attempt_us = $1 WHERE id IN \
-         (SELECT id FROM deliveries WHERE next_attempt_us <= $2 ORDER BY next_attempt_us LIMIT $3 \
-         FOR UPDATE SKIP LOCKED) RETURNING id, user_id, channel, payload, attempts";
+    const CLAIM: &'static str = concat!(
+        "UPDATE deliveries SET next_attempt_us = $3 WHERE id IN (",
+        crate::sql::due!(),
+        " FOR UPDATE SKIP LOCKED) RETURNING id, user_id, channel, payload, attempts"
+    );
 }
 
 impl Dialect for Sqlite {
-    const CLAIM: &'static str = "UPDATE deliveries SET next_attempt_us = $1 WHERE id IN \
-         (SELECT id FROM deliveries WHERE next_attempt_us <= $2 ORDER BY next_attempt_us LIMIT $3) \
-         RETURNING id, user_id, channel, payload, attempts";
+    const CLAIM: &'static str = concat!(
+        "UPDATE deliveries SET next_attempt_us = $3 WHERE id IN (",
+        crate::sql::due!(),
+        ") RETURNING id, user_id, channel, payload, attempts"
+    );
 }
 
 /// Columns of an account.
@@ -554,9 +558,9 @@ macro_rules! sql_notify_store {
                     .await
                     .context("begin")?;
                 let rows: Vec<(Uuid, Uuid, String, String, i32)> = sqlx::query_as(<$db as Dialect>::CLAIM)
-                    .bind(micros(lease_until))
                     .bind(micros(now))
                     .bind(limit)
+                    .bind(micros(lease_until))
                     .fetch_all(&mut *tx)
                     .await
                     .context("taking due deliveries")?;
