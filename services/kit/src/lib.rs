@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod grpc;
 pub mod layer;
 pub mod metrics;

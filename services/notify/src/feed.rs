@@ -1,17 +1,15 @@
-//! Where notify's events come from: the in-process bus under `fleet run`
-//! without RabbitMQ, or the durable queue `fleet.notify` every notify
-//! replica shares, so each event is handled once. A notification's id is
-//! its event's, so a redelivery after a crash writes nothing.
+//! What is done with each event notify is fed (through the kit's
+//! [`fleet_kit::feed`]: the in-process bus, or the durable queue
+//! `fleet.notify` every notify replica shares). A notification's id is its
+//! event's, so a redelivery after a crash writes nothing.
 
 use std::sync::Arc;
 
 use fleet_kit::{
     SharedClock,
-    amqp::{self, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription},
+    amqp::{EventHandler, HandleError},
 };
 use fleet_proto::events::v1::Event;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     dispatch::Dispatcher,
@@ -22,19 +20,6 @@ use crate::{
 
 /// The queue every notify replica consumes.
 pub const QUEUE: &str = "fleet.notify";
-
-/// Where events come from.
-pub enum Feed {
-    /// The in-process bus of `fleet run`.
-    Bus(broadcast::Receiver<Arc<Event>>),
-    /// RabbitMQ: a durable queue every replica shares (`fleet.notify`).
-    Amqp {
-        /// The broker and exchanges.
-        settings: AmqpSettings,
-        /// The queue.
-        queue: String,
-    },
-}
 
 /// Turns events into notifications and deliveries.
 pub struct Notifier {
@@ -125,50 +110,5 @@ impl EventHandler for Notifier {
                     .collect()
             }
         }
-    }
-}
-
-/// Feeds `notifier` from `feed` until `shutdown`.
-pub async fn run(feed: Feed, notifier: Arc<Notifier>, shutdown: CancellationToken) {
-    match feed {
-        Feed::Amqp { settings, queue } => {
-            let subscription = Subscription {
-                queue,
-                bindings: vec!["#".to_string()],
-                private: false,
-                prefetch: 64,
-            };
-            let recent = Arc::new(RecentIds::new(10_000));
-            amqp::consume(settings, subscription, notifier, recent, shutdown).await;
-        }
-        Feed::Bus(mut events) => loop {
-            let event = tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = events.recv() => event,
-            };
-            match event {
-                Ok(event) => {
-                    // The bus does not redeliver: a transient failure is
-                    // tried again a few times.
-                    for attempt in 1..=3 {
-                        match notifier.apply(&[&event]).await {
-                            Ok(()) => break,
-                            Err(HandleError::Retry(err)) if attempt < 3 => {
-                                tracing::warn!(error = format!("{err:#}"), "notifying failed; retrying");
-                                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                            }
-                            Err(err) => {
-                                tracing::error!(event_id = %event.id, error = %err, "an event was not notified");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::error!(missed = n, "notify fell behind the in-process event bus");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        },
     }
 }

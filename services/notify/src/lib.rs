@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub use api::NotifyApi;
-pub use feed::Feed;
+pub use fleet_kit::feed::Feed;
 
 /// The gRPC service name, as health and reflection report it.
 pub const SERVICE_NAME: &str = "fleet.notify.v1.NotifyService";
@@ -95,7 +95,7 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
         deps.clock.clone(),
         deps.metrics,
     ));
-    let feed_task = tokio::spawn(feed::run(deps.feed, notifier, shutdown.clone()));
+    let feed_task = tokio::spawn(fleet_kit::feed::run(deps.feed, notifier, "notify", shutdown.clone()));
     let api = NotifyApi::new(store, deps.clock.clone(), deps.settings.webhooks);
     let routes = Routes::new(NotifyServiceServer::new(api));
     let served = fleet_kit::grpc::serve(

@@ -58,6 +58,15 @@ impl NotifyMetrics {
             "Webhook and email delivery attempts by outcome",
             metrics.deliveries.clone(),
         );
+        // Every series from zero, so that rates and ratios have a start.
+        for channel in ["webhook", "email"] {
+            for outcome in ["delivered", "retry", "failed", "disabled"] {
+                drop(metrics.deliveries.get_or_create(&Outcome {
+                    channel: channel.into(),
+                    outcome: outcome.into(),
+                }));
+            }
+        }
         registry.register(
             "notify_delivery_seconds",
             "How long webhook and email delivery attempts took",

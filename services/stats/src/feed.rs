@@ -1,19 +1,16 @@
-//! Where the activity log's events come from, and what is done with each:
-//! the in-process bus under `fleet run` without RabbitMQ, or the durable
-//! queue `fleet.stats` that every stats replica shares, so each event is
-//! projected once. The store keys entries by event id, so a redelivery
-//! after a crash changes nothing.
+//! What is done with each event the activity log is fed (through the kit's
+//! [`fleet_kit::feed`]: the in-process bus, or the durable queue
+//! `fleet.stats` that every stats replica shares). The store keys entries by
+//! event id, so a redelivery after a crash changes nothing.
 
 use std::sync::Arc;
 
 use fleet_kit::{
     SharedClock,
-    amqp::{self, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription},
+    amqp::{EventHandler, HandleError},
     outbox::OutboxRelay,
 };
 use fleet_proto::events::v1::Event;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     metrics::StatsMetrics,
@@ -23,19 +20,6 @@ use crate::{
 
 /// The queue every stats replica consumes.
 pub const QUEUE: &str = "fleet.stats";
-
-/// Where events come from.
-pub enum Feed {
-    /// The in-process bus of `fleet run`.
-    Bus(broadcast::Receiver<Arc<Event>>),
-    /// RabbitMQ: a durable queue every replica shares (`fleet.stats`).
-    Amqp {
-        /// The broker and exchanges.
-        settings: AmqpSettings,
-        /// The queue.
-        queue: String,
-    },
-}
 
 /// Projects events into the store.
 pub struct Recorder {
@@ -136,52 +120,5 @@ impl EventHandler for Recorder {
             results.extend(self.record_run(&run).await);
         }
         results
-    }
-}
-
-/// Feeds `recorder` from `feed` until `shutdown`.
-pub async fn run(feed: Feed, recorder: Arc<Recorder>, shutdown: CancellationToken) {
-    match feed {
-        Feed::Amqp { settings, queue } => {
-            let subscription = Subscription {
-                queue,
-                bindings: vec!["#".to_string()],
-                private: false,
-                prefetch: 64,
-            };
-            // The store is what makes a redelivery harmless; the memory of
-            // recent ids only spares it the work.
-            let recent = Arc::new(RecentIds::new(10_000));
-            amqp::consume(settings, subscription, recorder, recent, shutdown).await;
-        }
-        Feed::Bus(mut events) => loop {
-            let event = tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = events.recv() => event,
-            };
-            match event {
-                Ok(event) => {
-                    // A transient failure is tried again a few times: the
-                    // bus does not redeliver.
-                    for attempt in 1..=3 {
-                        match recorder.apply(&event).await {
-                            Ok(_) => break,
-                            Err(HandleError::Retry(err)) if attempt < 3 => {
-                                tracing::warn!(error = format!("{err:#}"), "projecting an event failed; retrying");
-                                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                            }
-                            Err(err) => {
-                                tracing::error!(event_id = %event.id, error = %err, "an event was not projected");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::error!(missed = n, "stats fell behind the in-process event bus");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        },
     }
 }

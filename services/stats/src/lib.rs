@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Channel};
 
 pub use api::StatsApi;
-pub use feed::Feed;
+pub use fleet_kit::feed::Feed;
 
 /// The gRPC service name, as health and reflection report it.
 pub const SERVICE_NAME: &str = "fleet.stats.v1.StatsService";
@@ -87,7 +87,7 @@ pub async fn serve(deps: Deps, listener: TcpListener, shutdown: CancellationToke
         deps.clock.clone(),
         deps.metrics,
     ));
-    let feed_task = tokio::spawn(feed::run(deps.feed, recorder, shutdown.clone()));
+    let feed_task = tokio::spawn(fleet_kit::feed::run(deps.feed, recorder, "stats", shutdown.clone()));
     let retention = Duration::days(i64::from(deps.settings.retention_days));
     let prune_task = tokio::spawn(prune_forever(
         store.clone(),

@@ -21,7 +21,7 @@ use fleet_kit::{
 use fleet_proto::events::v1::{LoginSucceeded, event::Payload};
 use fleet_stats::{
     Feed,
-    feed::{Recorder, run},
+    feed::Recorder,
     metrics::StatsMetrics,
     store::{StatsStore, stats_store},
 };
@@ -68,7 +68,7 @@ fn replica(
         settings,
         queue: queue.to_string(),
     };
-    tokio::spawn(run(feed, recorder, stop.clone()));
+    tokio::spawn(fleet_kit::feed::run(feed, recorder, "stats", stop.clone()));
     metrics
 }
 

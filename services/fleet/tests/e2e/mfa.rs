@@ -14,19 +14,26 @@ use crate::harness::{Api, Fleet, PASSWORD, Proto, assert_problem};
 /// The Python that has pyotp and zxing-cpp (.ci/run installs them), or
 /// `None` to skip when they are missing outside CI.
 pub(crate) fn python() -> Option<String> {
+    python_with(&["pyotp", "zxingcpp", "PIL"])
+}
+
+/// The Python (`FLEET_PYTHON`, else python3) that can import `modules`, or
+/// `None` to skip when it cannot outside CI (.ci/run installs them).
+pub(crate) fn python_with(modules: &[&str]) -> Option<String> {
     let python = std::env::var("FLEET_PYTHON").unwrap_or_else(|_| "python3".into());
     let ready = std::process::Command::new(&python)
-        .args(["-c", "import pyotp, zxingcpp, PIL"])
+        .args(["-c", &format!("import {}", modules.join(", "))])
         .output()
         .is_ok_and(|out| out.status.success());
     if ready {
         return Some(python);
     }
+    let missing = modules.join(", ");
     assert!(
         !std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1"),
-        "{python} with pyotp, zxing-cpp and pillow is required in CI (FLEET_PYTHON)"
+        "{python} with {missing} is required in CI (FLEET_PYTHON)"
     );
-    eprintln!("skipping: {python} lacks pyotp/zxing-cpp/pillow; .ci/run installs them");
+    eprintln!("skipping: {python} lacks one of {missing}; .ci/run installs them");
     None
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{Api, Fleet, PASSWORD, Proto, answer, assert_problem},
-    mfa::{confirm_totp, python},
+    mfa::{confirm_totp, python, python_with},
 };
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -281,23 +281,27 @@ async fn webhook_urls_that_reach_inside_are_refused_with_a_field_error() {
     assert_eq!(prefs.body["events"].as_array().unwrap().len(), 13);
 }
 
-/// The Python with the reference Standard Webhooks library and aiosmtpd, or
-/// `None` to skip outside CI.
+/// The Python with the reference Standard Webhooks library and aiosmtpd.
 fn hooks_python() -> Option<String> {
-    let python = std::env::var("FLEET_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ready = Command::new(&python)
-        .args(["-c", "import standardwebhooks, aiosmtpd"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if ready {
-        return Some(python);
+    python_with(&["standardwebhooks", "aiosmtpd"])
+}
+
+/// A loopback port free now.
+fn free_local_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port`.
+async fn listening(port: u16, what: &str) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        !std::env::var("FLEET_REQUIRE_BACKENDS").is_ok_and(|v| v == "1"),
-        "{python} with standardwebhooks and aiosmtpd is required in CI (FLEET_PYTHON)"
-    );
-    eprintln!("skipping: {python} lacks standardwebhooks/aiosmtpd; .ci/run installs them");
-    None
 }
 
 fn script() -> &'static str {
@@ -323,23 +327,12 @@ impl Receiver {
     async fn start(python: &str, plan: &str) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_local_port();
         let child = Command::new(python)
             .args([script(), "serve", &port.to_string(), log.to_str().unwrap(), plan])
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the receiver did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        listening(port, "the receiver").await;
         Receiver {
             child,
             port,
@@ -567,25 +560,14 @@ impl Drop for SmtpServer {
 impl SmtpServer {
     async fn start(python: &str) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_local_port();
         let maildir = dir.path().join("mail");
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
             .args(["-c", "aiosmtpd.handlers.Mailbox", maildir.to_str().unwrap()])
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the SMTP server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        listening(port, "the SMTP server").await;
         SmtpServer { child, port, dir }
     }
 
