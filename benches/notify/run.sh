@@ -11,11 +11,13 @@
 # the store gives events/s (each a notification and its unread count, in
 # batches of up to 64 per transaction).
 #
-# Webhooks: the 1 000 users get a webhook URL on a local nginx that answers
-# 204, and WAITING deliveries are put in the store due in an hour (attempts
-# waiting for their retry); DELIVERIES more events are published with notify
-# running, and the time from the first to the last delivered attempt gives
-# deliveries/s. notify's RSS is read before and after.
+# Webhooks: with notify stopped, the 1 000 users get a webhook URL on a local
+# nginx that answers 204; WAITING deliveries are queued due in an hour
+# (attempts waiting for their retry) and DELIVERIES due now, as notify
+# writes them. notify starts, and the time from the first to the last
+# delivered attempt gives deliveries/s (each signed, posted over keep-alive
+# HTTP and its outcome written back in batches); its RSS is read as it
+# starts and at the end.
 #
 # Needs PostgreSQL on 5432 and RabbitMQ on 5672; installs nginx-light from
 # Debian and pika into a scratch venv when missing.
@@ -91,6 +93,8 @@ unread=$(sql 'SELECT SUM(unread) FROM notify.accounts')
 echo "fan-out: $EVENTS events in $(python3 -c "print(f'{$ended - $started:.1f}')") s: $fanout events/s (unread counted: $unread)"
 
 # --- webhooks ----------------------------------------------------------------
+kill "$pid_notify"
+wait "$pid_notify" 2>/dev/null || true
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -107,16 +111,22 @@ nginx -c "$work/nginx.conf"
 sql "UPDATE notify.accounts SET webhook_url = 'http://127.0.0.1:19380/hook',
        webhook_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'" >/dev/null
 now_us=$(($(date +%s) * 1000000))
-sql "INSERT INTO notify.deliveries (id, user_id, notification_id, channel, payload, status, attempts, created_us, next_attempt_us)
-     SELECT gen_random_uuid(), md5((g % $USERS)::text)::uuid, gen_random_uuid(), 'webhook',
-            '{\"type\":\"notification.password_changed\",\"data\":{}}', 'pending', 1, $now_us, $now_us + 3600000000
-     FROM generate_series(1, $WAITING) g" >/dev/null
-rss_before=$(rss_mb "$pid_notify")
-publish "$DELIVERIES"
+# A delivery as notify writes one: the notification's webhook body.
+payload="'{\"type\":\"notification.password_changed\",\"timestamp\":\"2026-12-02T10:00:00Z\",\"data\":{\"id\":\"' || n::text || '\",\"user_id\":\"' || u::text || '\",\"kind\":\"password_changed\",\"title\":\"Your password was changed\",\"body\":\"Your password was changed and your other sessions were ended. If this was not you, reset your password at once.\",\"details\":{\"sessions_revoked\":1}}}'"
+queue() { # count, attempts made, due (µs)
+  sql "INSERT INTO notify.deliveries (id, user_id, notification_id, channel, payload, status, attempts, created_us, next_attempt_us)
+       SELECT gen_random_uuid(), u, n, 'webhook', $payload, 'pending', $2, $now_us, $3
+       FROM (SELECT md5((g % $USERS)::text)::uuid AS u, gen_random_uuid() AS n FROM generate_series(1, $1) g) s" >/dev/null
+}
+queue "$WAITING" 1 $((now_us + 3600 * 1000000))
+queue "$DELIVERIES" 0 "$now_us"
+start_notify
+rss_start=$(rss_mb "$pid_notify")
 count_delivered() { sql "SELECT COUNT(*) FROM notify.deliveries WHERE status = 'delivered'"; }
 while [ "$(count_delivered)" -lt "$DELIVERIES" ]; do sleep 0.2; done
-rss_after=$(rss_mb "$pid_notify")
+rss_end=$(rss_mb "$pid_notify")
 read -r first last <<<"$(sql "SELECT MIN(last_attempt_us), MAX(last_attempt_us) FROM notify.deliveries WHERE status = 'delivered'" | tr '|' ' ')"
+seconds=$(python3 -c "print(f'{($last - $first) / 1e6:.1f}')")
 rate=$(python3 -c "print(f'{$DELIVERIES / (($last - $first) / 1e6):.0f}')")
 waiting=$(sql "SELECT COUNT(*) FROM notify.deliveries WHERE status = 'pending'")
-echo "webhooks: $DELIVERIES delivered in $(python3 -c "print(f'{($last - $first) / 1e6:.1f}')") s: $rate deliveries/s; $waiting waiting for retry; notify RSS $rss_before MB before, $rss_after MB after"
+echo "webhooks: $DELIVERIES delivered in $seconds s: $rate deliveries/s; $waiting waiting for their retry; notify RSS $rss_start MB at start, $rss_end MB at the end"

@@ -200,7 +200,8 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     let notify_metrics = fleet_notify::metrics::NotifyMetrics::register(&mut registry);
 
     let mut tasks = tokio::task::JoinSet::new();
-    let admin = crate::admin_http::serve(config.admin_listen, Arc::new(registry), shutdown.clone());
+    let admin_listen = config.admin_listen.unwrap_or_else(|| admin_default(components));
+    let admin = crate::admin_http::serve(admin_listen, Arc::new(registry), shutdown.clone());
     tasks.spawn(async move { ("admin", admin.await) });
     for component in components.iter().filter(|c| **c != Component::Gateway) {
         // Bind before anything else, so a taken port fails at once.
@@ -338,6 +339,20 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// The admin listener of a process running `components` when none is set:
+/// 9090, or 9090 plus the service's number for a process of one service.
+fn admin_default(components: &[Component]) -> SocketAddr {
+    let port = match components {
+        [Component::Auth] => 9091,
+        [Component::Users] => 9092,
+        [Component::Stats] => 9093,
+        [Component::Transfer] => 9094,
+        [Component::Notify] => 9095,
+        _ => 9090,
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// The broker and exchanges, when the fleet runs on RabbitMQ.

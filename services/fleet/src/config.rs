@@ -28,7 +28,10 @@ pub struct FleetConfig {
     /// Logging.
     pub log: LogConfig,
     /// The admin listener: `/metrics` and `/health` of the whole process.
-    pub admin_listen: SocketAddr,
+    /// Unset: 127.0.0.1 on 9090, or for a process of one service its own
+    /// port (auth 9091, users 9092, stats 9093, transfer 9094, notify 9095),
+    /// so that services side by side on one host do not collide.
+    pub admin_listen: Option<SocketAddr>,
     /// Access-token issuer, audience and lifetime.
     pub tokens: TokenSettings,
     /// The auth service.
@@ -188,7 +191,7 @@ impl Default for FleetConfig {
             redis_url: None,
             amqp_url: None,
             log: LogConfig::default(),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_listen: None,
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),

@@ -511,6 +511,22 @@ async fn handle_batch(
             "the batch handler gave no result"
         ))));
     }
+    // All handled, the usual case: one acknowledgement covers the batch (the
+    // deliveries before it on this channel are all settled by now).
+    if results.iter().all(Result::is_ok)
+        && let Some((last, _)) = fresh.last()
+    {
+        for (_, event) in &fresh {
+            processed.remember(&event.id).await?;
+        }
+        let all = BasicAckOptions { multiple: true };
+        last.acker.ack(all).await.context("acknowledging")?;
+        crate::metrics::events()
+            .consumed
+            .get_or_create(&queue_label)
+            .inc_by(fresh.len() as u64);
+        return Ok(());
+    }
     for ((delivery, event), result) in fresh.into_iter().zip(results) {
         match result {
             Ok(()) => {

@@ -25,8 +25,9 @@ pub enum Feed {
     },
 }
 
-/// Deliveries a consumer holds unacknowledged at most.
-const PREFETCH: u16 = 64;
+/// Deliveries a consumer holds unacknowledged at most: a few batches, so
+/// that the next one is waiting while one is written.
+const PREFETCH: u16 = 256;
 /// Attempts at one event from the bus, which does not redeliver.
 const BUS_ATTEMPTS: u64 = 3;
 
