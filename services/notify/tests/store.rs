@@ -322,6 +322,38 @@ async fn an_endpoint_failing_for_five_days_is_disabled(backend: TestBackend) {
     assert!(!f.store.account(ada).await.unwrap().webhook_active());
 }
 
+async fn a_delivered_attempt_ends_the_streak_of_failures(backend: TestBackend) {
+    let Some(f) = fixture(backend).await else { return };
+    let ada = Uuid::now_v7();
+    f.store
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/d"), t0())
+        .await
+        .unwrap();
+    // Answers on days 0 (failed), 4 (delivered), 6 and 10 (failed), 11 (failed).
+    let mut stopped_on = Vec::new();
+    for (day, delivered) in [(0, false), (4, true), (6, false), (10, false), (11, false)] {
+        let now = t0() + Duration::days(day);
+        f.store.ingest(&[password_changed(ada, now)], false, now).await.unwrap();
+        let taken = f.store.claim_due(now, now + Duration::seconds(60), 10).await.unwrap();
+        let (status, code) = if delivered {
+            (status::DELIVERED, 204)
+        } else {
+            (status::FAILED, 500)
+        };
+        if !f
+            .store
+            .finish(&[outcome(&taken[0], status, code)], now)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            stopped_on.push(day);
+        }
+    }
+    // Five days of failures count from day 6, not day 0.
+    assert_eq!(stopped_on, vec![11]);
+}
+
 async fn an_erased_account_leaves_nothing_and_late_events_stay_out(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
     let ada = Uuid::now_v7();
@@ -369,5 +401,6 @@ backend_tests!(
     read_marks_keep_the_unread_count_exact_and_stay_with_their_owner,
     deliveries_are_leased_retried_and_a_gone_endpoint_is_disabled,
     an_endpoint_failing_for_five_days_is_disabled,
+    a_delivered_attempt_ends_the_streak_of_failures,
     an_erased_account_leaves_nothing_and_late_events_stay_out,
 );

@@ -634,12 +634,25 @@ macro_rules! sql_notify_store {
                         }
                     }
                 }
-                for user in healthy.difference(&disable.keys().copied().collect()) {
-                    sqlx::query("UPDATE accounts SET webhook_failing_since_us = NULL WHERE user_id = $1")
-                        .bind(user)
+                // Endpoints that answered end their streak of failures, in one
+                // statement that writes only the rows with a streak.
+                let mut healthy: Vec<Uuid> = healthy.into_iter().filter(|u| !disable.contains_key(u)).collect();
+                healthy.sort_unstable();
+                for chunk in healthy.chunks(ROWS_PER_STATEMENT) {
+                    let mut reset = QueryBuilder::<$db>::new(
+                        "UPDATE accounts SET webhook_failing_since_us = NULL \
+                         WHERE webhook_failing_since_us IS NOT NULL AND user_id IN (",
+                    );
+                    let mut list = reset.separated(", ");
+                    for user in chunk {
+                        list.push_bind(*user);
+                    }
+                    reset.push(")");
+                    reset
+                        .build()
                         .execute(&mut *tx)
                         .await
-                        .context("recording a healthy endpoint")?;
+                        .context("recording healthy endpoints")?;
                 }
                 let mut stopped = Vec::new();
                 for (user, why) in disable {
