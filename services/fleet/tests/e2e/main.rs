@@ -24,3 +24,4 @@ mod sockets;
 mod stats;
 mod traces;
 mod transfer;
+mod webhooks;
