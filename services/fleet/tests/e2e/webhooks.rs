@@ -4,7 +4,7 @@
 //! server.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -45,41 +45,51 @@ fn script() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/hooks.py")
 }
 
-/// A webhook receiver answering `plan`'s statuses in turn.
-struct Receiver {
+/// A Python server a test starts on a free loopback port, in a scratch
+/// directory of its own, and kills when it ends.
+struct Local {
     child: Child,
     port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-impl Drop for Receiver {
+impl Drop for Local {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+impl Local {
+    /// Runs `python` with `args(port, dir)` and waits until it listens.
+    async fn start(what: &str, python: &str, args: impl FnOnce(u16, &Path) -> Vec<String>) -> Local {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_local_port();
+        let child = Command::new(python).args(args(port, dir.path())).spawn().unwrap();
+        listening(port, what).await;
+        Local { child, port, dir }
+    }
+}
+
+/// A webhook receiver answering `plan`'s statuses in turn.
+struct Receiver {
+    server: Local,
+    log: PathBuf,
+}
+
 impl Receiver {
     async fn start(python: &str, plan: &str) -> Receiver {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("requests.jsonl");
-        let port = free_local_port();
-        let child = Command::new(python)
-            .args([script(), "serve", &port.to_string(), log.to_str().unwrap(), plan])
-            .spawn()
-            .unwrap();
-        listening(port, "the receiver").await;
-        Receiver {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
+        let server = Local::start("the receiver", python, |port, dir| {
+            let log = dir.join("requests.jsonl").display().to_string();
+            vec![script().into(), "serve".into(), port.to_string(), log, plan.into()]
+        })
+        .await;
+        let log = server.dir.path().join("requests.jsonl");
+        Receiver { server, log }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("http://127.0.0.1:{}/hook", self.server.port)
     }
 
     fn requests(&self) -> Vec<Value> {
@@ -281,35 +291,32 @@ async fn a_retry_survives_a_restart_and_a_410_disables_the_endpoint() {
 }
 
 /// An SMTP server (aiosmtpd) writing what it receives to a maildir.
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct SmtpServer(Local);
 
 impl SmtpServer {
     async fn start(python: &str) -> SmtpServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_local_port();
-        let maildir = dir.path().join("mail");
-        let child = Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox", maildir.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        listening(port, "the SMTP server").await;
-        SmtpServer { child, port, dir }
+        let server = Local::start("the SMTP server", python, |port, dir| {
+            let maildir = dir.join("mail").display().to_string();
+            let listen = format!("127.0.0.1:{port}");
+            [
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &listen,
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                &maildir,
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+        .await;
+        SmtpServer(server)
     }
 
     fn messages(&self) -> Vec<String> {
-        let new = self.dir.path().join("mail").join("new");
+        let new = self.0.dir.path().join("mail").join("new");
         let Ok(entries) = std::fs::read_dir(&new) else {
             return Vec::new();
         };
@@ -323,7 +330,7 @@ impl SmtpServer {
 async fn email_goes_through_a_real_smtp_server() {
     let Some(python) = hooks_python() else { return };
     let smtp = SmtpServer::start(&python).await;
-    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let url = format!("smtp://127.0.0.1:{}", smtp.0.port);
     let fleet = Fleet::start_with(&[
         ("FLEET_NOTIFY__EMAIL__SENDER", "smtp"),
         ("FLEET_NOTIFY__EMAIL__SMTP_URL", url.as_str()),
