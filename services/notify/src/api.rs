@@ -227,7 +227,7 @@ impl NotifyService for NotifyApi {
         };
         let (account, secret_set) = self
             .store
-            .set_preferences(user_id, &new, self.clock.now())
+            .set_preferences(user_id, &new)
             .await
             .map_err(|e| internal(&e))?;
         let secret = secret_set.then(|| account.webhook_secret.clone());

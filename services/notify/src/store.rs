@@ -237,12 +237,7 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// Replaces the user's preferences. A changed webhook URL takes
     /// `new_secret`; any URL set resumes stopped deliveries. The account
     /// after, and whether the secret was set.
-    async fn set_preferences(
-        &self,
-        user_id: Uuid,
-        new: &NewPreferences,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<(Account, bool)>;
+    async fn set_preferences(&self, user_id: Uuid, new: &NewPreferences) -> anyhow::Result<(Account, bool)>;
     /// Sets a new signing secret, the old one signing too until
     /// `previous_until`; false when the user has no webhook.
     async fn rotate_secret(&self, user_id: Uuid, secret: &str, previous_until: DateTime<Utc>) -> anyhow::Result<bool>;

@@ -137,7 +137,7 @@ async fn preferences_mute_optional_kinds_but_never_security_ones(backend: TestBa
         webhook_url: String::new(),
         new_secret: "whsec_unused".into(),
     };
-    let (account, secret_set) = f.store.set_preferences(ada, &prefs, t0()).await.unwrap();
+    let (account, secret_set) = f.store.set_preferences(ada, &prefs).await.unwrap();
     assert!(!secret_set);
     assert_eq!(account.muted(), vec!["export_completed", "password_changed"]);
     f.store
@@ -217,14 +217,14 @@ async fn deliveries_are_leased_retried_and_a_gone_endpoint_is_disabled(backend: 
     let ada = Uuid::now_v7();
     let (account, secret_set) = f
         .store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"), t0())
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"))
         .await
         .unwrap();
     assert!(secret_set && account.webhook_secret.starts_with("whsec_"));
     // The same URL again keeps the secret.
     let (again, secret_set) = f
         .store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"), t0())
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"))
         .await
         .unwrap();
     assert!(!secret_set);
@@ -295,7 +295,7 @@ async fn deliveries_are_leased_retried_and_a_gone_endpoint_is_disabled(backend: 
     // Setting the URL again resumes deliveries.
     let (resumed, _) = f
         .store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"), due)
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/a"))
         .await
         .unwrap();
     assert!(resumed.webhook_active());
@@ -305,7 +305,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
     let ada = Uuid::now_v7();
     f.store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/b"), t0())
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/b"))
         .await
         .unwrap();
     let mut now = t0();
@@ -326,7 +326,7 @@ async fn a_delivered_attempt_ends_the_streak_of_failures(backend: TestBackend) {
     let Some(f) = fixture(backend).await else { return };
     let ada = Uuid::now_v7();
     f.store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/d"), t0())
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/d"))
         .await
         .unwrap();
     // Answers on days 0 (failed), 4 (delivered), 6 and 10 (failed), 11 (failed).
@@ -375,7 +375,7 @@ async fn an_erased_account_leaves_nothing_and_late_events_stay_out(backend: Test
         }),
     );
     f.store
-        .set_preferences(ada, &with_webhook("https://hooks.example.com/c"), t0())
+        .set_preferences(ada, &with_webhook("https://hooks.example.com/c"))
         .await
         .unwrap();
     f.store.ingest(&[mfa], false, t0()).await.unwrap();

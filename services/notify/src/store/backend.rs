@@ -165,12 +165,7 @@ macro_rules! sql_notify_store {
                 Ok(found.remove(&user_id).unwrap_or_default())
             }
 
-            async fn set_preferences(
-                &self,
-                user_id: Uuid,
-                new: &NewPreferences,
-                now: DateTime<Utc>,
-            ) -> anyhow::Result<(Account, bool)> {
+            async fn set_preferences(&self, user_id: Uuid, new: &NewPreferences) -> anyhow::Result<(Account, bool)> {
                 let mut tx = self
                     .pool
                     .begin_with(<$db as Backend>::BEGIN_WRITE)
@@ -227,7 +222,6 @@ macro_rules! sql_notify_store {
                     .await?
                     .remove(&user_id)
                     .unwrap_or_default();
-                let _ = now;
                 tx.commit().await.context("commit")?;
                 Ok((after, secret_set))
             }
