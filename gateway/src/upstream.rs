@@ -112,16 +112,23 @@ impl Upstreams {
         metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<DynamicMessage, Status> {
-        let (mut grpc, path) = self.prepare(service, grpc_path).await?;
-        let mut request = outgoing(request, metadata);
-        // The service learns the deadline; the gateway enforces it itself,
-        // so that running out is DEADLINE_EXCEEDED rather than CANCELLED.
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        if let Ok(value) = AsciiMetadataValue::try_from(format!("{millis}m")) {
-            request.metadata_mut().insert("grpc-timeout", value);
-        }
         let started = std::time::Instant::now();
-        let call = grpc.unary(request, path, DynamicCodec { response });
+        let call = until_sent(|| {
+            let (request, metadata, response) = (request.clone(), metadata.clone(), response.clone());
+            async move {
+                let (mut grpc, path) = self.prepare(service, grpc_path).await?;
+                let mut request = outgoing(request, metadata);
+                // The service learns the deadline; the gateway enforces it
+                // itself, so that running out is DEADLINE_EXCEEDED rather
+                // than CANCELLED.
+                let left = timeout.saturating_sub(started.elapsed());
+                let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+                if let Ok(value) = AsciiMetadataValue::try_from(format!("{millis}m")) {
+                    request.metadata_mut().insert("grpc-timeout", value);
+                }
+                grpc.unary(request, path, DynamicCodec { response }).await
+            }
+        });
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(answer)) => Ok(answer.into_inner()),
             // tonic servers answer an expired grpc-timeout with CANCELLED.
@@ -147,13 +154,68 @@ impl Upstreams {
         metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<tonic::Response<tonic::Streaming<DynamicMessage>>, Status> {
-        let (mut grpc, path) = self.prepare(service, grpc_path).await?;
-        let call = grpc.server_streaming(outgoing(request, metadata), path, DynamicCodec { response });
+        let call = until_sent(|| {
+            let (request, metadata, response) = (request.clone(), metadata.clone(), response.clone());
+            async move {
+                let (mut grpc, path) = self.prepare(service, grpc_path).await?;
+                grpc.server_streaming(outgoing(request, metadata), path, DynamicCodec { response })
+                    .await
+            }
+        });
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result.map_err(|status| local(service, status)),
             Err(_) => Err(late(service)),
         }
     }
+}
+
+/// Sends a call again, up to [`SEND_ATTEMPTS`] in all, while it fails
+/// without having reached its service (see [`never_sent`]): what a service
+/// that is stopping (GOAWAY) or a connection at its maximum age leaves
+/// behind, and safe to repeat whatever the method.
+async fn until_sent<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if attempt < SEND_ATTEMPTS && never_sent(&status) => {
+                tracing::debug!(attempt, error = %describe(&status), "an upstream call was not sent; sending it again");
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Attempts at a call that keeps failing before it reaches its service.
+const SEND_ATTEMPTS: u32 = 3;
+
+/// Whether a failed call provably never reached its service: it was still
+/// queued on a connection that closed (hyper cancels it unsent), or the
+/// service refused its stream (`REFUSED_STREAM`, or a stream above the last
+/// one a GOAWAY lets finish). Anything else may have been handled.
+pub fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            let beyond_goaway = h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            if refused || beyond_goaway {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn outgoing(message: DynamicMessage, metadata: MetadataMap) -> tonic::Request<DynamicMessage> {

@@ -1,7 +1,14 @@
-//! The admin listener: `/metrics` (Prometheus text format) and `/health`
-//! for the whole process. Kept off the public listeners.
+//! The admin listener: `/metrics` (Prometheus text format), `/health`
+//! (the process is alive) and `/health/ready` (it takes traffic) for the
+//! whole process. Kept off the public listeners; orchestrators probe it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+};
 
 use anyhow::Context;
 use axum::{
@@ -18,11 +25,65 @@ const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Prometheus' classic text format, for everyone else (promtool, curl).
 const CLASSIC_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves the admin endpoints on `addr` until `shutdown`.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Where a process is in its life, as `/health/ready` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Its components are still starting.
+    Starting = 0,
+    /// Every component is serving.
+    Ready = 1,
+    /// It was told to stop and is finishing what it holds.
+    Draining = 2,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// The process's phase, shared by whoever moves it and the listener.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+impl Readiness {
+    /// Moves to `phase`; draining is final.
+    pub fn set(&self, phase: Phase) {
+        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+            (now != Phase::Draining as u8).then_some(phase as u8)
+        });
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Phase::Ready,
+            2 => Phase::Draining,
+            _ => Phase::Starting,
+        }
+    }
+}
+
+/// Binds the admin listener, so that a taken port fails before anything starts.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the admin listener on {addr}"))?;
+        .with_context(|| format!("binding the admin listener on {addr}"))
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("the admin listener's address")?;
     let app = Router::new()
         .route(
             "/metrics",
@@ -48,8 +109,23 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: Cancella
         .route(
             "/health",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#) }),
+        )
+        .route(
+            "/health/ready",
+            get(move || {
+                let phase = readiness.phase();
+                async move {
+                    let status = if phase == Phase::Ready {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({ "status": phase.name() }).to_string();
+                    (status, [(header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
         );
-    tracing::info!(%addr, "admin listener (metrics, health)");
+    tracing::info!(%addr, "admin listener (metrics, health, readiness)");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -92,6 +168,21 @@ fn classic_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draining_is_final() {
+        let readiness = Readiness::default();
+        assert_eq!(readiness.phase(), Phase::Starting);
+        readiness.set(Phase::Ready);
+        assert_eq!(readiness.phase(), Phase::Ready);
+        readiness.set(Phase::Draining);
+        readiness.set(Phase::Ready);
+        assert_eq!(
+            readiness.phase(),
+            Phase::Draining,
+            "a stopping process never turns ready again"
+        );
+    }
 
     #[test]
     fn openmetrics_becomes_the_classic_text_format() {

@@ -1,7 +1,7 @@
 //! Wiring: stores, the event bus, verifiers and the services themselves, for
 //! `fleet run` in either mode and for the admin commands.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use fleet_kit::{
@@ -19,7 +19,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::FleetConfig;
+use crate::{
+    admin_http::{Phase, Readiness},
+    config::FleetConfig,
+};
 
 /// A component `--target` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,9 +203,18 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     let notify_metrics = fleet_notify::metrics::NotifyMetrics::register(&mut registry);
 
     let mut tasks = tokio::task::JoinSet::new();
+    // The admin listener outlives the components: it answers `draining`
+    // while they finish, and metrics stay scrapable until the end.
     let admin_listen = config.admin_listen.unwrap_or_else(|| admin_default(components));
-    let admin = crate::admin_http::serve(admin_listen, Arc::new(registry), shutdown.clone());
-    tasks.spawn(async move { ("admin", admin.await) });
+    let admin_listener = crate::admin_http::bind(admin_listen).await?;
+    let readiness = Readiness::default();
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(crate::admin_http::serve(
+        admin_listener,
+        Arc::new(registry),
+        readiness.clone(),
+        admin_stop.clone(),
+    ));
     for component in components.iter().filter(|c| **c != Component::Gateway) {
         // Bind before anything else, so a taken port fails at once.
         let listen = match component {
@@ -328,22 +340,70 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         });
     }
 
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        let (name, result) = joined.context("a component task panicked")?;
-        if let Err(err) = result {
-            tracing::error!(component = name, error = format!("{err:#}"), "component stopped");
-            failure.get_or_insert(err.context(format!("{name} failed")));
-        }
-        // One component down takes the process down: the orchestrator restarts it.
-        shutdown.cancel();
+    readiness.set(Phase::Ready);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let failure = drain(tasks, &readiness, &shutdown, grace).await;
+    admin_stop.cancel();
+    match admin.await {
+        Ok(Err(err)) => tracing::error!(error = format!("{err:#}"), "admin listener stopped"),
+        Err(err) => tracing::error!(error = %err, "admin listener panicked"),
+        Ok(Ok(())) => {}
     }
     failure.map_or(Ok(()), Err)
 }
 
+/// Waits for the components until the last has stopped. The first to stop
+/// (or `shutdown`) stops the rest: readiness turns `draining` at once, and
+/// whatever still runs `grace` later is cut. The first failure, if any.
+async fn drain(
+    mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<anyhow::Error> {
+    let mut failure = None;
+    let deadline = async {
+        shutdown.cancelled().await;
+        readiness.set(Phase::Draining);
+        tracing::info!(grace_secs = grace.as_secs(), "draining");
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                match joined {
+                    Ok((name, Err(err))) => {
+                        tracing::error!(component = name, error = format!("{err:#}"), "component stopped");
+                        failure.get_or_insert(err.context(format!("{name} failed")));
+                    }
+                    Ok((_, Ok(()))) => {}
+                    Err(err) => {
+                        failure.get_or_insert(anyhow::anyhow!("a component task panicked: {err}"));
+                    }
+                }
+                // One component down takes the process down: the orchestrator restarts it.
+                shutdown.cancel();
+            }
+            () = &mut deadline => {
+                let left = tasks.len();
+                tracing::error!(components = left, grace_secs = grace.as_secs(), "still draining when the grace period ended; cut");
+                tasks.abort_all();
+                failure.get_or_insert(anyhow::anyhow!(
+                    "{left} component(s) still draining after {}s (shutdown_grace_secs)",
+                    grace.as_secs()
+                ));
+                break;
+            }
+        }
+    }
+    failure
+}
+
 /// The admin listener of a process running `components` when none is set:
 /// 9090, or 9090 plus the service's number for a process of one service.
-fn admin_default(components: &[Component]) -> SocketAddr {
+pub fn admin_default(components: &[Component]) -> SocketAddr {
     let port = match components {
         [Component::Auth] => 9091,
         [Component::Users] => 9092,
@@ -400,7 +460,8 @@ impl fleet_kit::amqp::EventHandler for Followers {
 }
 
 /// The gateway's wiring: upstream URLs, certificate, token settings. With no
-/// certificate configured, monolithic mode makes a development one.
+/// certificate configured, monolithic mode (or `development`) makes a
+/// development one.
 fn gateway_deps(
     config: &FleetConfig,
     monolithic: bool,
@@ -428,8 +489,10 @@ fn gateway_deps(
             cert: cert.clone(),
             key: key.clone(),
         },
-        (None, None) if monolithic => fleet_gateway::tls::development_certificate(&config.data_dir.join("tls"))?,
-        _ => anyhow::bail!("set both gateway.tls_cert and gateway.tls_key"),
+        (None, None) if monolithic || config.development => {
+            fleet_gateway::tls::development_certificate(&config.data_dir.join("tls"))?
+        }
+        _ => anyhow::bail!("set both gateway.tls_cert and gateway.tls_key (or `development` for a self-signed one)"),
     };
     Ok(fleet_gateway::Deps {
         settings,

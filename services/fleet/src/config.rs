@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct FleetConfig {
     /// A development setting: allows conveniences unsafe in production
-    /// (the SMS `log` sender, which logs live codes and phone numbers).
+    /// (the SMS `log` sender, which logs live codes and phone numbers; a
+    /// self-signed certificate for a gateway running alone).
     pub development: bool,
     /// Where embedded SQLite files live.
     pub data_dir: PathBuf,
@@ -32,6 +33,13 @@ pub struct FleetConfig {
     /// port (auth 9091, users 9092, stats 9093, transfer 9094, notify 9095),
     /// so that services side by side on one host do not collide.
     pub admin_listen: Option<SocketAddr>,
+    /// How long a stopping process (SIGTERM, Ctrl-C) may drain: its
+    /// readiness turns 503 at once, listeners stop accepting, connections
+    /// are sent GOAWAY and calls in flight finish; whatever still runs when
+    /// this has passed is cut and the process exits with an error. Keep it
+    /// below the orchestrator's kill deadline (Kubernetes'
+    /// `terminationGracePeriodSeconds`, 30 by default).
+    pub shutdown_grace_secs: u64,
     /// Access-token issuer, audience and lifetime.
     pub tokens: TokenSettings,
     /// The auth service.
@@ -192,6 +200,7 @@ impl Default for FleetConfig {
             amqp_url: None,
             log: LogConfig::default(),
             admin_listen: None,
+            shutdown_grace_secs: 25,
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),

@@ -1,12 +1,14 @@
 //! `fleet`: the one binary. `fleet run` starts every component in one process
 //! on embedded defaults; `fleet run --target <component>` runs one; `fleet
-//! migrate` prepares the stores; `fleet user ...`, `fleet export` and
+//! migrate` prepares the stores; `fleet health` probes a running process;
+//! `fleet user ...`, `fleet export` and
 //! `fleet import` are operator commands.
 
 mod admin;
 mod admin_http;
 mod components;
 mod config;
+mod health;
 mod transfer_cli;
 
 use std::{collections::HashMap, path::PathBuf};
@@ -46,6 +48,18 @@ enum Command {
     },
     /// Creates or upgrades every component's store, then exits.
     Migrate,
+    /// Asks a running process's admin listener whether it is ready; exits 0
+    /// only when `/health/ready` says so. For probes in an image without a
+    /// shell or curl.
+    Health {
+        /// The component the process runs, to find its default admin port.
+        #[arg(long, value_enum)]
+        target: Option<Component>,
+        /// The admin listener's address (`host:port`); the configuration's
+        /// `admin_listen` (or the target's default) when unset.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+    },
     /// Account administration.
     User {
         #[command(subcommand)]
@@ -132,6 +146,7 @@ async fn dispatch(command: Command, config: FleetConfig) -> anyhow::Result<()> {
             println!("every store is migrated");
             Ok(())
         }
+        Command::Health { target, admin } => health::check(&config, target, admin.as_deref()).await,
         Command::User { command } => match command {
             UserCommand::Promote { email } => admin::promote(&config, &email).await,
             UserCommand::Unlock { email } => admin::unlock(&config, &email).await,

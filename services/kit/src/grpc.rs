@@ -2,7 +2,7 @@
 //! and tonic-reflection, the authentication layer, a listener that was bound
 //! beforehand (tests bind port 0), and graceful shutdown.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -26,6 +26,14 @@ pub const FORWARDER_HEADER: &str = "x-fleet-forwarder";
 /// The request id the gateway gives every request and forwards to services.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// How long one client connection lives before the server asks it to go
+/// (GOAWAY) and the client reconnects. Behind a Service whose selector moves
+/// (a blue-green switch, a scale-out), a long-lived HTTP/2 connection would
+/// otherwise stay on the pod it first reached for as long as that pod lives.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long a connection asked to go may finish its calls before it is cut.
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
 /// Serves `routes` on `listener` until `shutdown` resolves. `services` are the
 /// fully-qualified names reported as SERVING through grpc.health.v1.
 ///
@@ -33,6 +41,11 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// to listeners it binds itself, and without it Nagle's algorithm holds an
 /// answer's last small segment back for the peer's delayed ACK (a ~40 ms tail
 /// on loopback).
+///
+/// When `shutdown` resolves the services report NOT_SERVING, the listener
+/// stops accepting, every connection is sent GOAWAY, and calls in flight
+/// finish; this returns once the last connection has closed. The process
+/// bounds that wait by its own grace period.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -54,6 +67,8 @@ pub async fn serve(
     tracing::info!(?addr, ?services, "gRPC server listening");
     let routes = routes.add_service(health_service).add_service(reflection);
     Server::builder()
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
         .layer(ObserveLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes)
@@ -62,6 +77,7 @@ pub async fn serve(
             for name in services {
                 health.set_service_status(*name, ServingStatus::NotServing).await;
             }
+            health.set_service_status("", ServingStatus::NotServing).await;
         })
         .await
         .context("gRPC server failed")

@@ -120,12 +120,15 @@ macro_rules! backend_tests {
 }
 
 /// A TCP relay to a real server that a test can cut and restore, to simulate
-/// an outage without stopping the shared server.
+/// an outage without stopping the shared server, or point at another server,
+/// as a Service's address follows its selector: connections made before a
+/// switch stay where they were, new ones go to the new target.
 #[derive(Debug)]
 pub struct TcpRelay {
     /// The port to connect to instead of the server's.
     pub port: u16,
     cut: tokio::sync::watch::Sender<bool>,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl TcpRelay {
@@ -134,21 +137,24 @@ impl TcpRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let port = listener.local_addr().expect("relay address").port();
         let (cut, watch) = tokio::sync::watch::channel(false);
-        let target = target.to_string();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_string()));
+        let current = target.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                let _ = inbound.set_nodelay(true);
                 let mut watch = watch.clone();
                 if *watch.borrow() {
                     continue; // dropped at once: the client sees the connection close
                 }
-                let target = target.clone();
+                let target = current.lock().map(|t| t.clone()).unwrap_or_default();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    let _ = outbound.set_nodelay(true);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = watch.wait_for(|cut| *cut) => {}
@@ -156,12 +162,19 @@ impl TcpRelay {
                 });
             }
         });
-        TcpRelay { port, cut }
+        TcpRelay { port, cut, target }
     }
 
     /// Cuts every connection and refuses new ones (`true`), or restores (`false`).
     pub fn set_cut(&self, cut: bool) {
         let _ = self.cut.send(cut);
+    }
+
+    /// Sends new connections to `target`; open ones stay where they are.
+    pub fn set_target(&self, target: &str) {
+        if let Ok(mut current) = self.target.lock() {
+            *current = target.to_string();
+        }
     }
 }
 

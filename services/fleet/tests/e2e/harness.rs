@@ -81,7 +81,7 @@ fn free_port() -> u16 {
 }
 
 /// Ports for `[auth, users, stats, transfer, notify]`.
-fn service_ports() -> [u16; 5] {
+pub fn service_ports() -> [u16; 5] {
     [free_port(), free_port(), free_port(), free_port(), free_port()]
 }
 
@@ -206,6 +206,20 @@ impl Fleet {
         }
     }
 
+    /// `fleet run --target <target>`, or `fleet run` without one, on
+    /// `ports` (`[auth, users, stats, transfer, notify]`), with `extra`
+    /// overriding the harness's settings.
+    pub async fn launched(target: Option<&str>, ports: [u16; 5], extra: &[(&str, &str)]) -> Fleet {
+        let events = events_env(extra);
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let extra = extra.as_slice();
+        match target {
+            Some(target) => Self::launch(&["run", "--target", target], ports, None, extra).await,
+            None => Self::launch(&["run"], ports, None, extra).await,
+        }
+    }
+
     /// Starts `fleet` with `args`; the services listen on `[auth, users,
     /// stats, transfer, notify]`.
     async fn launch(args: &[&str], ports: [u16; 5], cert: Option<PathBuf>, extra: &[(&str, &str)]) -> Fleet {
@@ -296,6 +310,38 @@ impl Fleet {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.child = spawn(&args, self.dir.path(), &self.env);
         self.wait_ready().await;
+    }
+
+    /// Asks the process to stop, as an orchestrator does (SIGTERM).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// How the process ended, once it has, within `within`; `None` if it
+    /// still runs.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The admin listener's `/health/ready`: its status code and body.
+    pub async fn readiness(&self) -> Option<(u16, Value)> {
+        let url = format!("http://127.0.0.1:{}/health/ready", self.admin);
+        let answer = reqwest::get(url).await.ok()?;
+        let status = answer.status().as_u16();
+        Some((status, answer.json().await.ok()?))
     }
 
     /// The process id of `fleet`.

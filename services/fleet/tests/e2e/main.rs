@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bluegreen;
 mod cache;
 mod contract;
 mod early;
@@ -12,6 +13,7 @@ mod harness;
 mod health;
 mod identity;
 mod import;
+mod lifecycle;
 mod mfa;
 mod monitoring;
 mod notify;

@@ -33,11 +33,7 @@ async fn until_within(
         if done(&answer.body) {
             return answer.body;
         }
-        assert!(
-            started.elapsed() < within,
-            "{path} never settled: {}",
-            answer.body
-        );
+        assert!(started.elapsed() < within, "{path} never settled: {}", answer.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
