@@ -61,6 +61,7 @@ stats_env=(FLEET_DATABASE_URL="$pg_url" FLEET_AMQP_URL="$amqp_url"
   FLEET_STATS__QUEUE="bench.$$.stats" FLEET_ADMIN_LISTEN=127.0.0.1:19391)
 start_fleet stats 19300 "${stats_env[@]}" -- run --target stats
 sleep 1 # the queue is declared and bound
+# shellcheck disable=SC2154 # pid_stats: set by start_fleet (benches/lib.sh)
 kill "$pid_stats"
 wait "$pid_stats" 2>/dev/null || true
 "$work/venv/bin/python" "$here/publish.py" "$amqp_url" "$exchange" "$EVENTS" 1000

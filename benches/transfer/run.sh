@@ -57,9 +57,10 @@ sql "
 # "label command...": runs it while sampling the fleet's RSS; prints
 # "seconds peak-growth-MB".
 measure() {
-  local label=$1 samples="$work/rss.$1"
+  local samples="$work/rss.$1"
   shift
   local rest started ended
+  # shellcheck disable=SC2154 # pid_transfer: set by start_fleet (benches/lib.sh)
   rest=$(rss_kb "$pid_transfer")
   (while kill -0 "$pid_transfer" 2>/dev/null; do rss_kb "$pid_transfer"; sleep 0.1; done) >"$samples" &
   local sampler=$!

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bluegreen;
+mod broker_users;
 mod cache;
 mod contract;
 mod early;
