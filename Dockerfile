@@ -27,11 +27,12 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin fleet
 COPY . .
 RUN cargo build --release --locked --bin fleet \
-    && install -D -m 0755 target/release/fleet /out/usr/local/bin/fleet \
-    && install -d -m 0700 -o 65532 -g 65532 /out/var/lib/fleet
+    && install -D -m 0755 target/release/fleet /out/fleet \
+    && install -d -m 0700 /out/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /out/ /
+COPY --from=builder /out/fleet /usr/local/bin/fleet
+COPY --from=builder --chown=65532:65532 /out/data /var/lib/fleet
 ENV FLEET_DATA_DIR=/var/lib/fleet
 WORKDIR /var/lib/fleet
 VOLUME ["/var/lib/fleet"]

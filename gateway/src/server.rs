@@ -68,6 +68,9 @@ pub struct Deps {
     pub probes: Vec<Arc<dyn Probe>>,
     /// This process's figures, for `/health/memory` and `/health/cpu`.
     pub process: Arc<ProcessMonitor>,
+    /// How long requests in flight may finish once the gateway is told to
+    /// stop (the process's `shutdown_grace_secs`).
+    pub drain: std::time::Duration,
 }
 
 /// The JWKS of the auth service, fetched through the gateway's own channel.
@@ -198,8 +201,11 @@ pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     };
     let conf = ServerConf {
         threads: deps.settings.threads.max(1),
+        // Stop accepting at once (the process's shutdown delay has already
+        // kept serving while readiness said `draining`), then give requests
+        // in flight the process's grace period.
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(deps.drain.as_secs().max(1)),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -42,27 +42,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "fleet.fullname" .)) -}}
 {{- end -}}
 
-{{/* Which components call which: a service accepts gRPC only from these. */}}
-{{- define "fleet.callers" -}}
-{{- $callers := dict
-  "auth" (list "gateway" "users" "stats" "transfer" "notify")
-  "users" (list "gateway" "auth" "stats" "transfer" "notify")
-  "stats" (list "gateway" "transfer")
-  "transfer" (list "gateway")
-  "notify" (list "gateway") -}}
-{{- get $callers . | toJson -}}
-{{- end -}}
-
-{{/* What a component calls. */}}
-{{- define "fleet.callees" -}}
-{{- $callees := dict
+{{/* What each component calls: its NetworkPolicy's egress, and (turned
+around) who may call it. Every process asks auth for token keys and
+revocations. */}}
+{{- define "fleet.calls" -}}
+{{- dict
   "gateway" (list "auth" "users" "stats" "transfer" "notify")
   "auth" (list "users")
   "users" (list "auth")
   "stats" (list "auth" "users")
   "transfer" (list "auth" "users" "stats")
-  "notify" (list "auth") -}}
-{{- get $callees . | toJson -}}
+  "notify" (list "auth") | toJson -}}
+{{- end -}}
+
+{{- define "fleet.callees" -}}
+{{- get (include "fleet.calls" . | fromJson) . | toJson -}}
+{{- end -}}
+
+{{/* The components that call this one. */}}
+{{- define "fleet.callers" -}}
+{{- $callee := . -}}
+{{- $callers := list -}}
+{{- range $caller, $callees := include "fleet.calls" . | fromJson -}}
+{{- if has $callee $callees }}{{ $callers = append $callers $caller }}{{ end -}}
+{{- end -}}
+{{- $callers | toJson -}}
 {{- end -}}
 
 {{/* The environment of one component in one slot: its listener and every

@@ -135,8 +135,17 @@ async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListe
         .with_context(|| format!("binding the {} listener on {addr}", component.store()))
 }
 
-/// Runs `components` in this process until `shutdown` is cancelled.
-pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs `components` in this process until `stop` is cancelled, then for
+/// `shutdown_delay_secs` more with readiness at 503, then drains them.
+pub async fn run(mut config: FleetConfig, components: &[Component], stop: CancellationToken) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let readiness = Readiness::default();
+    tokio::spawn(stop_after_delay(
+        stop,
+        shutdown.clone(),
+        readiness.clone(),
+        Duration::from_secs(config.shutdown_delay_secs),
+    ));
     config.tokens.service_secret = fleet_kit::secret::configured_or_file(
         &config.tokens.service_secret,
         &config.data_dir.join("service.key"),
@@ -207,7 +216,6 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
     // while they finish, and metrics stay scrapable until the end.
     let admin_listen = config.admin_listen.unwrap_or_else(|| admin_default(components));
     let admin_listener = crate::admin_http::bind(admin_listen).await?;
-    let readiness = Readiness::default();
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(crate::admin_http::serve(
         admin_listener,
@@ -350,6 +358,28 @@ pub async fn run(mut config: FleetConfig, components: &[Component], shutdown: Ca
         Ok(Ok(())) => {}
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Once `stop` is cancelled: readiness `draining` at once, so that the
+/// orchestrator takes the process out of its endpoints, while everything
+/// keeps serving for `delay`; then `shutdown`.
+async fn stop_after_delay(stop: CancellationToken, shutdown: CancellationToken, readiness: Readiness, delay: Duration) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = shutdown.cancelled() => return,
+    }
+    readiness.set(Phase::Draining);
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_secs = delay.as_secs(),
+            "stopping: not ready, still serving until the delay ends"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+    shutdown.cancel();
 }
 
 /// Waits for the components until the last has stopped. The first to stop
@@ -518,6 +548,7 @@ fn gateway_deps(
         metrics,
         probes: backend_probes(config),
         process,
+        drain: Duration::from_secs(config.shutdown_grace_secs),
     })
 }
 

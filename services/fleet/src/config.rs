@@ -40,6 +40,11 @@ pub struct FleetConfig {
     /// below the orchestrator's kill deadline (Kubernetes'
     /// `terminationGracePeriodSeconds`, 30 by default).
     pub shutdown_grace_secs: u64,
+    /// How long a stopping process keeps serving, readiness already 503,
+    /// before it stops accepting: the time an orchestrator takes to take it
+    /// out of its Services' endpoints (a few seconds on Kubernetes), during
+    /// which new connections still arrive. 0 on a laptop.
+    pub shutdown_delay_secs: u64,
     /// Access-token issuer, audience and lifetime.
     pub tokens: TokenSettings,
     /// The auth service.
@@ -201,6 +206,7 @@ impl Default for FleetConfig {
             log: LogConfig::default(),
             admin_listen: None,
             shutdown_grace_secs: 25,
+            shutdown_delay_secs: 0,
             tokens: TokenSettings::default(),
             auth: AuthConfig::default(),
             users: ServiceConfig::on_port(50052),

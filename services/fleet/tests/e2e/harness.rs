@@ -50,7 +50,7 @@ impl Drop for Fleet {
     }
 }
 
-async fn serving(port: u16) -> bool {
+pub async fn serving(port: u16) -> bool {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")) else {
         return false;

@@ -1,14 +1,15 @@
 //! A process's end, as an orchestrator drives it: on SIGTERM readiness turns
-//! `draining`, the listener stops accepting, open connections are sent
-//! GOAWAY, calls in flight go on to their end, and the process exits within
-//! its grace period; `fleet health` follows readiness.
+//! `draining` (and the process keeps serving for its shutdown delay), then
+//! the listener stops accepting, open connections are sent GOAWAY, calls in
+//! flight go on to their end, and the process exits within its grace
+//! period; `fleet health` follows readiness.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use crate::harness::{Fleet, service_ports};
+use crate::harness::{Fleet, service_ports, serving};
 
 /// A grpc.health.v1 `Watch` over a bare HTTP/2 connection: a call that stays
 /// in flight until the client ends it. The connection's own task ends `Ok`
@@ -116,4 +117,30 @@ async fn a_call_that_outlasts_the_grace_period_is_cut_and_the_exit_says_so() {
         .expect("exits soon after the grace period");
     assert!(!status.success(), "a cut drain is a failed exit: {status:?}");
     assert!(users.log().contains("grace period ended"), "{}", users.log());
+}
+
+#[tokio::test]
+async fn during_the_shutdown_delay_a_service_is_not_ready_yet_still_serves() {
+    let mut users = Fleet::launched(Some("users"), service_ports(), &[("FLEET_SHUTDOWN_DELAY_SECS", "3")]).await;
+    let users_port = users.service_ports()[1];
+    users.terminate();
+    let started = std::time::Instant::now();
+    loop {
+        if users.readiness().await.is_some_and(|(status, _)| status == 503) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "readiness never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Endpoints lag behind readiness: a new connection is still served.
+    assert!(serving(users_port).await, "a call on a new connection during the delay");
+    assert!(
+        users.exited_within(Duration::from_millis(500)).await.is_none(),
+        "still running during the delay"
+    );
+    let status = users
+        .exited_within(Duration::from_secs(15))
+        .await
+        .expect("exits after the delay");
+    assert!(status.success(), "{status:?}");
 }
