@@ -1,9 +1,10 @@
 //! The compose stack's RabbitMQ users (compose/rabbitmq/definitions.json):
 //! each service connects as a user of its own, allowed only the exchanges
-//! and queues it uses. The shipped permissions are loaded into a vhost of
-//! the local broker for users made for the test, and the whole fleet runs
-//! on them as six processes: every event still flows, and the broker
-//! refuses nobody.
+//! and queues it uses. The shipped users (their password hashes and
+//! permissions) are loaded into a vhost of the local broker under names of
+//! the test's, and the whole fleet runs on them as six processes, each
+//! with the password compose.yaml gives it: every event still flows, and
+//! the broker refuses nobody.
 
 use std::{
     io::Write,
@@ -21,6 +22,7 @@ use crate::{
 };
 
 const SHIPPED: &str = include_str!("../../../../compose/rabbitmq/definitions.json");
+const COMPOSE: &str = include_str!("../../../../compose.yaml");
 const COMPONENTS: [&str; 6] = ["users", "auth", "stats", "transfer", "notify", "gateway"];
 
 /// `rabbitmqctl` as `FLEET_RABBITMQCTL` says to run it (`rabbitmqctl`, or
@@ -69,29 +71,48 @@ impl Drop for BrokerUsers {
     }
 }
 
-/// The shipped permissions, for users `<vhost>-<component>` on `vhost`.
-fn definitions(vhost: &str, password: &str) -> (Value, Vec<String>) {
+/// The password compose.yaml gives `user` in its `FLEET_AMQP_URL`.
+fn compose_password(user: &str) -> String {
+    let credentials = COMPOSE
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("FLEET_AMQP_URL: amqp://"))
+        .filter_map(|url| url.split_once('@').map(|(credentials, _)| credentials))
+        .find_map(|credentials| credentials.split_once(':').filter(|(name, _)| *name == user));
+    let (_, password) = credentials.unwrap_or_else(|| panic!("compose.yaml gives {user} no FLEET_AMQP_URL"));
+    password.to_string()
+}
+
+/// The shipped users and permissions, renamed `<vhost>-<component>` on
+/// `vhost`; and each component's password.
+fn definitions(vhost: &str) -> (Value, Vec<(String, String)>) {
     let shipped: Value = serde_json::from_str(SHIPPED).unwrap();
-    let (mut users, mut permissions) = (Vec::new(), Vec::new());
+    let (mut users, mut permissions, mut logins) = (Vec::new(), Vec::new(), Vec::new());
     for component in COMPONENTS {
         let shipped_user = format!("fleet-{component}");
-        let granted = shipped["permissions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["user"] == shipped_user.as_str())
-            .unwrap_or_else(|| panic!("definitions.json has no permissions for {shipped_user}"));
+        let find = |list: &str| {
+            shipped[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p[if list == "users" { "name" } else { "user" }] == shipped_user.as_str())
+                .unwrap_or_else(|| panic!("definitions.json has no {list} entry for {shipped_user}"))
+                .clone()
+        };
+        let (account, granted) = (find("users"), find("permissions"));
         let user = format!("{vhost}-{component}");
-        users.push(json!({"name": user, "password": password, "tags": []}));
+        users.push(json!({
+            "name": user, "tags": [],
+            "password_hash": account["password_hash"], "hashing_algorithm": account["hashing_algorithm"],
+        }));
         permissions.push(json!({
             "user": user, "vhost": vhost,
             "configure": granted["configure"], "write": granted["write"], "read": granted["read"],
         }));
+        logins.push((user, compose_password(&shipped_user)));
     }
-    let names = users.iter().map(|u| u["name"].as_str().unwrap().to_string()).collect();
     (
         json!({"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}),
-        names,
+        logins,
     )
 }
 
@@ -113,12 +134,11 @@ async fn every_service_runs_as_its_own_least_privileged_rabbitmq_user() {
     };
     let id = uuid::Uuid::now_v7().simple().to_string();
     let vhost = format!("fleet-test-{}", &id[id.len() - 12..]);
-    let password = format!("pw-{id}");
-    let (definitions, users) = definitions(&vhost, &password);
+    let (definitions, logins) = definitions(&vhost);
     let _cleanup = BrokerUsers {
         command: command.clone(),
         vhost: vhost.clone(),
-        users,
+        users: logins.iter().map(|(user, _)| user.clone()).collect(),
     };
     ctl(
         &command,
@@ -129,8 +149,8 @@ async fn every_service_runs_as_its_own_least_privileged_rabbitmq_user() {
     let secret = format!("broker-users-{id}");
     let ports = service_ports();
     let mut fleet = Vec::new();
-    for component in COMPONENTS {
-        let url = format!("amqp://{vhost}-{component}:{password}@127.0.0.1:5672/{vhost}");
+    for (component, (user, password)) in COMPONENTS.iter().zip(&logins) {
+        let url = format!("amqp://{user}:{password}@127.0.0.1:5672/{vhost}");
         let env = [
             ("FLEET_AMQP_URL", url.as_str()),
             ("FLEET_DATABASE_URL", db.url.as_str()),
@@ -138,7 +158,7 @@ async fn every_service_runs_as_its_own_least_privileged_rabbitmq_user() {
             // The gateway alone makes its own certificate.
             ("FLEET_DEVELOPMENT", "true"),
         ];
-        fleet.push(Fleet::launched(Some(component), ports, &env).await);
+        fleet.push(Fleet::launched(Some(*component), ports, &env).await);
     }
     let gateway = fleet.last().unwrap();
     let api = Api::new(gateway, Proto::Http1);
