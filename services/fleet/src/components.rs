@@ -176,6 +176,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], stop: Cancel
                 bindings: vec!["#".into()],
                 private: true,
                 prefetch: 64,
+                delivery_limit: 0,
             };
             tokio::spawn(amqp::consume(
                 settings.clone(),

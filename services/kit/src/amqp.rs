@@ -175,6 +175,12 @@ pub struct Subscription {
     pub private: bool,
     /// Unacknowledged deliveries at a time.
     pub prefetch: u16,
+    /// For a shared queue: how many times one message may go back to the
+    /// queue (its consumer died or let it go unacknowledged) before the
+    /// broker dead-letters it, so that a message that kills every consumer
+    /// it reaches cannot block the queue. Shared queues are quorum queues,
+    /// which count returns; private ones ignore this.
+    pub delivery_limit: u32,
 }
 
 /// Attempts per delivery before a transient failure is dead-lettered.
@@ -230,6 +236,16 @@ pub async fn consume(
 }
 
 /// Declares the queue with its dead-letter queue and bindings.
+/// Shared queues are quorum queues: replicated across a cluster's nodes,
+/// and counting each message's returns for `x-delivery-limit`.
+fn queue_arguments(sub: &Subscription) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if !sub.private {
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    arguments
+}
+
 async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscription) -> anyhow::Result<()> {
     declare_exchange(channel, &settings.exchange, ExchangeKind::Topic).await?;
     declare_exchange(channel, &settings.dead_letter_exchange, ExchangeKind::Direct).await?;
@@ -240,9 +256,9 @@ async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscri
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(dead.as_str().into(), options, FieldTable::default())
+        .queue_declare(dead.as_str().into(), options, queue_arguments(sub))
         .await
-        .context("declaring the dead-letter queue")?;
+        .with_context(|| declare_failed(&dead))?;
     channel
         .queue_bind(
             dead.as_str().into(),
@@ -253,7 +269,11 @@ async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscri
         )
         .await
         .context("binding the dead-letter queue")?;
-    let mut arguments = FieldTable::default();
+    let mut arguments = queue_arguments(sub);
+    if !sub.private {
+        let limit = i64::from(sub.delivery_limit.max(1));
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+    }
     arguments.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(settings.dead_letter_exchange.as_str().into()),
@@ -271,7 +291,7 @@ async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscri
     channel
         .queue_declare(sub.queue.as_str().into(), options, arguments)
         .await
-        .context("declaring the queue")?;
+        .with_context(|| declare_failed(&sub.queue))?;
     for key in &sub.bindings {
         channel
             .queue_bind(
@@ -285,6 +305,16 @@ async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscri
             .with_context(|| format!("binding {} to {key}", sub.queue))?;
     }
     Ok(())
+}
+
+/// What a failed queue declaration says: most often a queue of that name
+/// declared earlier with other arguments (a classic queue from an older
+/// version), which the broker will not change in place.
+fn declare_failed(queue: &str) -> String {
+    format!(
+        "declaring queue {queue} (if it exists with other arguments, such as a classic queue an older \
+         version declared, let it drain, then delete it: the broker does not change a queue's type in place)"
+    )
 }
 
 fn trace_headers(headers: Option<&FieldTable>, event: &mut Event) {

@@ -28,6 +28,9 @@ pub enum Feed {
 /// Deliveries a consumer holds unacknowledged at most: a few batches, so
 /// that the next one is waiting while one is written.
 const PREFETCH: u16 = 256;
+/// Returns of one message to a shared queue (each a consumer that died or
+/// vanished holding it) before the broker dead-letters it.
+const DELIVERY_LIMIT: u32 = 20;
 /// Attempts at one event from the bus, which does not redeliver.
 const BUS_ATTEMPTS: u64 = 3;
 
@@ -41,6 +44,7 @@ pub async fn run(feed: Feed, handler: Arc<dyn EventHandler>, consumer: &'static 
                 bindings: vec!["#".to_string()],
                 private: false,
                 prefetch: PREFETCH,
+                delivery_limit: DELIVERY_LIMIT,
             };
             // The store is what makes a redelivery harmless; the memory of
             // recent ids only spares it the work.

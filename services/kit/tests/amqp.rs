@@ -19,7 +19,8 @@ use fleet_kit::{
 use fleet_proto::events::v1::{Event, UserDeleted, event::Payload};
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
-    options::{BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+    options::{BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::{AMQPValue, FieldTable},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,7 @@ fn isolated() -> (AmqpSettings, Subscription) {
         bindings: vec!["user.*".into()],
         private: false,
         prefetch: 8,
+        delivery_limit: 20,
     };
     (settings, subscription)
 }
@@ -296,4 +298,83 @@ fn recent_ids_forget_the_oldest_beyond_capacity() {
         assert!(!fleet_kit::amqp::ProcessedEvents::seen(&ids, "a").await.unwrap());
         assert!(fleet_kit::amqp::ProcessedEvents::seen(&ids, "c").await.unwrap());
     });
+}
+
+#[tokio::test]
+async fn a_shared_queue_is_a_quorum_queue_that_dead_letters_a_message_returned_too_often() {
+    if !backend_available("RabbitMQ", BROKER).await {
+        return;
+    }
+    let (settings, mut sub) = isolated();
+    sub.delivery_limit = 2;
+    // The consumer declares the queue, then goes: nobody takes what follows.
+    drop(start_consumer(&settings, &sub, 0).await);
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+
+    // A quorum queue: declaring it again as a classic one is refused.
+    let classic = connection.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    // The same arguments otherwise, so that the type is what differs.
+    let mut arguments = FieldTable::default();
+    for (key, value) in [
+        ("x-dead-letter-exchange", settings.dead_letter_exchange.as_str()),
+        ("x-dead-letter-routing-key", sub.queue.as_str()),
+    ] {
+        arguments.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
+    let refused = classic
+        .queue_declare(sub.queue.as_str().into(), durable, arguments)
+        .await
+        .expect_err("the queue's type is not classic");
+    assert!(refused.to_string().contains("x-queue-type"), "{refused}");
+
+    // A message whose consumers all vanish holding it: each return counts,
+    // and past the limit the broker dead-letters it.
+    let doomed = user_event();
+    AmqpPublisher::new(settings.clone()).publish(&doomed).await.unwrap();
+    let mut deliveries = 0;
+    for _ in 0..20 {
+        let channel = connection.create_channel().await.unwrap();
+        let got = channel
+            .basic_get(sub.queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap();
+        let Some(_held) = got else {
+            break;
+        };
+        deliveries += 1;
+        // Closed unacknowledged: the message goes back to the queue.
+        channel.close(200, "gone".into()).await.unwrap();
+    }
+    assert_eq!(deliveries, 3, "delivered once, then returned twice (the limit)");
+    let dead = format!("{}.dead", sub.queue);
+    let channel = connection.create_channel().await.unwrap();
+    let mut dead_lettered = None;
+    for _ in 0..100 {
+        dead_lettered = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if dead_lettered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead_lettered = dead_lettered.expect("the message is in the dead-letter queue");
+    assert_eq!(
+        dead_lettered
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some(doomed.id.as_str())
+    );
+    cleanup(&settings, &sub).await;
 }

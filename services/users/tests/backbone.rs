@@ -81,6 +81,7 @@ async fn events_wait_in_the_outbox_while_rabbitmq_is_cut_and_arrive_exactly_once
             bindings: vec!["user.*".into()],
             private: true,
             prefetch: 16,
+            delivery_limit: 0,
         };
         tokio::spawn(consume(
             direct.clone(),

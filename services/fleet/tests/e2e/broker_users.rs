@@ -157,6 +157,10 @@ async fn every_service_runs_as_its_own_least_privileged_rabbitmq_user() {
             ("FLEET_TOKENS__SERVICE_SECRET", secret.as_str()),
             // The gateway alone makes its own certificate.
             ("FLEET_DEVELOPMENT", "true"),
+            // The names compose runs with, which the permissions allow (the
+            // vhost is the test's own).
+            ("FLEET_STATS__QUEUE", "fleet.stats"),
+            ("FLEET_NOTIFY__QUEUE", "fleet.notify"),
         ];
         fleet.push(Fleet::launched(Some(*component), ports, &env).await);
     }

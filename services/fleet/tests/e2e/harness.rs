@@ -120,6 +120,25 @@ fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     ]
 }
 
+/// On RabbitMQ, the consumers' durable queues get names of their own unless
+/// the test names them: `<exchange>.stats` and `<exchange>.notify` when it
+/// names an exchange (so that processes given the same settings share
+/// them), else names no other test uses. A default name would be shared with
+/// every other test on the broker, and with queues older versions declared.
+fn own_queues(env: &mut Vec<(String, String)>) {
+    let value = |env: &[(String, String)], key: &str| env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    if value(env, "FLEET_AMQP_URL").is_none() {
+        return;
+    }
+    let prefix =
+        value(env, "FLEET_EVENTS__EXCHANGE").unwrap_or_else(|| format!("fleet.test.{}", uuid::Uuid::now_v7().simple()));
+    for (key, consumer) in [("FLEET_STATS__QUEUE", "stats"), ("FLEET_NOTIFY__QUEUE", "notify")] {
+        if value(env, key).is_none() {
+            env.push((key.to_string(), format!("{prefix}.{consumer}")));
+        }
+    }
+}
+
 /// Gateways that must share Redis state get a Redis deadline that a loaded
 /// test machine meets: at the default 250 ms a slow call falls back to the
 /// replica's own state, which is right in production and a false failure here.
@@ -246,6 +265,7 @@ impl Fleet {
             ("FLEET_GATEWAY__RATE_LIMIT__ENABLED".into(), "false".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
+        own_queues(&mut env);
         let child = spawn(args, dir.path(), &env);
         let mut fleet = Fleet {
             child,
