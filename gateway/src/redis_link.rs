@@ -1,6 +1,7 @@
 //! The gateway's one link to Redis, shared by the rate limiter and the
 //! cache: created lazily inside the gateway's runtime, short timeouts so that
 //! an unreachable Redis costs little, and an up/down state for health.
+//! `rediss://` is Redis over TLS.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -30,8 +31,21 @@ impl RedisLink {
     /// A link to `url` whose calls give up after `timeout`; nothing connects
     /// until first use.
     pub fn open(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        // `rediss://` checks the server against the Mozilla roots, or only
+        // against the CA file `cacertfile` names.
+        let (url, ca) = fleet_kit::cacert::split(url)?;
+        let client = match ca {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+            None => redis::Client::open(url),
+        };
         Ok(Self {
-            client: redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
+            client: client.map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?,
             connection: OnceCell::new(),
             timeout,
             up: AtomicBool::new(true),
@@ -82,5 +96,33 @@ impl RedisLink {
     /// Whether the last call succeeded.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rediss_with_a_cacertfile_talks_to_redis_and_an_unknown_ca_is_refused() {
+        if !fleet_kit::testing::backend_available("Redis", "127.0.0.1:6379").await {
+            return;
+        }
+        let tls = fleet_kit::testing::TlsRelay::start("127.0.0.1:6379").await;
+        let ca = tls.ca_file.display();
+        let trusted = RedisLink::open(
+            &format!("rediss://localhost:{}/?cacertfile={ca}", tls.port),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let mut connection = trusted.connection().await.expect("a TLS connection");
+        let pong: String = redis::cmd("PING").query_async(&mut connection).await.unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(trusted.is_up());
+
+        // Without the CA the server's certificate is not trusted.
+        let untrusted = RedisLink::open(&format!("rediss://localhost:{}/", tls.port), Duration::from_secs(2)).unwrap();
+        assert!(untrusted.connection().await.is_err(), "an unknown CA was trusted");
+        assert!(!untrusted.is_up());
     }
 }

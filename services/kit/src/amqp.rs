@@ -57,8 +57,23 @@ impl Default for AmqpSettings {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
+/// Connects to the broker. An `amqps://` URL is checked against the Mozilla
+/// roots, and also against the CA certificates (PEM) in the file its
+/// `cacertfile` query parameter names, as RabbitMQ's own clients read it.
 pub(crate) async fn connect(settings: &AmqpSettings) -> anyhow::Result<Connection> {
-    let connecting = Connection::connect(&settings.url, ConnectionProperties::default());
+    let (url, ca) = crate::cacert::split(&settings.url)?;
+    let mut tls = lapin::tcp::OwnedTLSConfig::default();
+    if let Some(pem) = ca {
+        tls.cert_chain = Some(String::from_utf8(pem).context("cacertfile is not PEM text")?);
+    }
+    let connecting = async {
+        lapin::DefaultConnectionBuilder::new()?
+            .with_uri_str(url)
+            .with_properties(ConnectionProperties::default())
+            .with_tls_config(tls)
+            .connect()
+            .await
+    };
     tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .context("connecting to RabbitMQ timed out")?

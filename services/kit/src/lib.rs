@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod amqp;
+pub mod cacert;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -178,6 +178,63 @@ impl TcpRelay {
     }
 }
 
+/// A TLS front for a real server that speaks plain TCP, as a managed
+/// broker or cache serves TLS: it terminates TLS with a certificate for
+/// `localhost` made for the occasion, and relays to the server.
+#[derive(Debug)]
+pub struct TlsRelay {
+    /// The port to connect to with TLS.
+    pub port: u16,
+    /// The certificate's PEM, to trust as the CA.
+    pub ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRelay {
+    /// Serves TLS on 127.0.0.1, relayed to `target`.
+    pub async fn start(target: &str) -> TlsRelay {
+        use tokio_rustls::rustls::{
+            ServerConfig,
+            crypto::ring::default_provider,
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+        };
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, certified.cert.pem()).expect("write the certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+        let config = ServerConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("the server's certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let target = target.to_string();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (acceptor, target) = (acceptor.clone(), target.clone());
+                tokio::spawn(async move {
+                    let Ok(mut inbound) = acceptor.accept(inbound).await else {
+                        return;
+                    };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        TlsRelay {
+            port,
+            ca_file,
+            _dir: dir,
+        }
+    }
+}
+
 /// Whether a server answers at `addr`; when it does not, `false` (skip) or,
 /// with `FLEET_REQUIRE_BACKENDS=1`, a panic.
 pub async fn backend_available(name: &str, addr: &str) -> bool {

@@ -14,7 +14,7 @@ use chrono::Utc;
 use fleet_kit::{
     amqp::{AmqpPublisher, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription, consume},
     events::{EventPublisher, new_event},
-    testing::backend_available,
+    testing::{TlsRelay, backend_available},
 };
 use fleet_proto::events::v1::{Event, UserDeleted, event::Payload};
 use lapin::{
@@ -96,6 +96,12 @@ impl Drop for Running {
 }
 
 async fn start_consumer(settings: &AmqpSettings, sub: &Subscription, failures: u32) -> Running {
+    start_consumer_probed(settings, &settings.url, sub, failures).await
+}
+
+/// A consumer on `settings`; the queue's existence is checked at `probe`
+/// (a plain URL, for a consumer whose own needs TLS settings).
+async fn start_consumer_probed(settings: &AmqpSettings, probe: &str, sub: &Subscription, failures: u32) -> Running {
     let (tx, events) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicU32::new(0));
     let handler = Arc::new(Collect {
@@ -112,7 +118,7 @@ async fn start_consumer(settings: &AmqpSettings, sub: &Subscription, failures: u
         stop.clone(),
     ));
     // Wait until the queue exists, so nothing published next is unroutable.
-    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+    let connection = Connection::connect(probe, ConnectionProperties::default())
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -377,4 +383,32 @@ async fn a_shared_queue_is_a_quorum_queue_that_dead_letters_a_message_returned_t
         Some(doomed.id.as_str())
     );
     cleanup(&settings, &sub).await;
+}
+
+#[tokio::test]
+async fn amqps_with_a_cacertfile_publishes_and_consumes_and_an_unknown_ca_is_refused() {
+    if !backend_available("RabbitMQ", BROKER).await {
+        return;
+    }
+    let tls = TlsRelay::start(BROKER).await;
+    let (plain, sub) = isolated();
+    let ca = tls.ca_file.display().to_string();
+    let settings = AmqpSettings {
+        url: format!("amqps://guest:guest@localhost:{}/%2f?cacertfile={ca}", tls.port),
+        ..plain.clone()
+    };
+    let mut running = start_consumer_probed(&settings, &plain.url, &sub, 0).await;
+    let event = user_event();
+    AmqpPublisher::new(settings.clone()).publish(&event).await.unwrap();
+    assert_eq!(next(&mut running).await.id, event.id, "through TLS both ways");
+    drop(running);
+
+    // Without the CA the broker's certificate is not trusted.
+    let untrusted = AmqpSettings {
+        url: format!("amqps://guest:guest@localhost:{}/%2f", tls.port),
+        ..plain.clone()
+    };
+    let refused = AmqpPublisher::new(untrusted).publish(&user_event()).await;
+    assert!(refused.is_err(), "an unknown CA was trusted");
+    cleanup(&plain, &sub).await;
 }
