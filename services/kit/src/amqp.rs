@@ -198,6 +198,24 @@ pub struct Subscription {
     pub delivery_limit: u32,
 }
 
+/// How long a consumer's connection, channel, queue and subscription may
+/// take to set up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a consumer that waits for deliveries checks that its connection
+/// and channel still stand: it does not rely on the deliveries' stream
+/// ending when the connection goes.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+/// Resolves once `connection` or `channel` is no longer connected.
+async fn lost(connection: &Connection, channel: &Channel) {
+    loop {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+        if !connection.status().connected() || !channel.status().connected() {
+            return;
+        }
+    }
+}
+
 /// Attempts per delivery before a transient failure is dead-lettered.
 const ATTEMPTS: u32 = 4;
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
@@ -354,22 +372,30 @@ async fn consume_once(
     reconnect: bool,
     consumed: &mut bool,
 ) -> anyhow::Result<()> {
-    let connection = connect(settings).await?;
-    let channel = connection.create_channel().await.context("opening a channel")?;
-    declare_queue(&channel, settings, sub).await?;
-    channel
-        .basic_qos(sub.prefetch.max(1), BasicQosOptions::default())
+    // Every step is bounded: a step the broker never answers (a connection
+    // lost halfway) must end in a reconnect, not a wait.
+    let setup = async {
+        let connection = connect(settings).await?;
+        let channel = connection.create_channel().await.context("opening a channel")?;
+        declare_queue(&channel, settings, sub).await?;
+        channel
+            .basic_qos(sub.prefetch.max(1), BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        let deliveries = channel
+            .basic_consume(
+                sub.queue.as_str().into(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .context("starting to consume")?;
+        anyhow::Ok((connection, channel, deliveries))
+    };
+    let (connection, channel, mut deliveries) = tokio::time::timeout(SETUP_TIMEOUT, setup)
         .await
-        .context("setting the prefetch")?;
-    let mut deliveries = channel
-        .basic_consume(
-            sub.queue.as_str().into(),
-            ShortString::from(""),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context("starting to consume")?;
+        .context("setting up the consumer timed out")??;
     tracing::info!(queue = sub.queue, "consuming events");
     *consumed = true;
     if reconnect {
@@ -383,6 +409,7 @@ async fn consume_once(
         let delivery = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             next = deliveries.next() => next,
+            () = lost(&connection, &channel) => bail!("the connection to RabbitMQ was lost"),
         };
         let Some(delivery) = delivery else {
             bail!("the broker ended the subscription");

@@ -76,7 +76,10 @@ impl EventPublisher for AmqpPublisher {
             .as_ref()
             .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
         {
-            *guard = Some(self.open().await?);
+            // Bounded: a broker that never answers a step of the opening
+            // must not hold every publisher waiting on this lock.
+            let opening = tokio::time::timeout(2 * CONNECT_TIMEOUT, self.open()).await;
+            *guard = Some(opening.context("opening a channel to RabbitMQ timed out")??);
         }
         let Some((_, channel)) = guard.as_ref() else {
             bail!("no channel to RabbitMQ");
