@@ -73,11 +73,28 @@ pub fn forbidden_fields(violations: &Violations) -> Status {
     fleet_proto::codec::with_violations(tonic::Code::PermissionDenied, &violations.0)
 }
 
-/// An opaque `INTERNAL` status. The cause chain is logged here, once, and
-/// never sent to the caller.
+/// An opaque status for a failure that is not the caller's. The cause chain
+/// is logged here, once, and never sent to the caller. A store that cannot
+/// be reached (no connection in time, a connection lost) is `UNAVAILABLE`,
+/// which the gateway answers 503: the request may succeed later as it is.
+/// Anything else is `INTERNAL`.
 pub fn internal(err: &anyhow::Error) -> Status {
+    if store_unreachable(err) {
+        tracing::warn!(error = format!("{err:#}"), "store unreachable");
+        return Status::unavailable("the store is unavailable; try again");
+    }
     tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error")
+}
+
+/// Whether `err` comes from a store that could not be reached.
+fn store_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        )
+    })
 }
 
 /// The field violations a status carries, for clients and tests.
@@ -98,6 +115,26 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_and_anything_else_internal() {
+        for unreachable in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            let err = anyhow::Error::new(unreachable).context("reading the user");
+            let status = internal(&err);
+            assert_eq!(status.code(), Code::Unavailable, "{err:#}");
+            assert!(
+                !status.message().contains("reading"),
+                "the cause stays out: {}",
+                status.message()
+            );
+        }
+        let broken = anyhow::Error::new(sqlx::Error::RowNotFound).context("reading the user");
+        assert_eq!(internal(&broken).code(), Code::Internal);
+        assert_eq!(internal(&anyhow::anyhow!("a bug")).code(), Code::Internal);
+    }
 
     #[test]
     fn invalid_argument_round_trips_its_field_violations() {
