@@ -104,7 +104,7 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
         anyhow::bail!("the gateway has no store");
     }
     let url = config.database_url(component.own_database_url(config), component.store());
-    let db = Db::connect(&url, component.store())
+    let db = Db::connect_with(&url, component.store(), &config.database)
         .await
         .with_context(|| format!("opening the {} store", component.store()))?;
     match component {

@@ -22,6 +22,9 @@ pub struct FleetConfig {
     /// Shared database (`postgres://` or `sqlite://`); each service has its
     /// own schema or file. Unset: SQLite files under `data_dir`.
     pub database_url: Option<Secret>,
+    /// The PostgreSQL pool of each service: size, how long a call waits for
+    /// a connection, and the statement timeout.
+    pub database: fleet_kit::PoolSettings,
     /// Redis (rate limits, cache); not used by the services.
     pub redis_url: Option<Secret>,
     /// RabbitMQ (events).
@@ -201,6 +204,7 @@ impl Default for FleetConfig {
             development: false,
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database: fleet_kit::PoolSettings::default(),
             redis_url: None,
             amqp_url: None,
             log: LogConfig::default(),

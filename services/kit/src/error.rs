@@ -77,14 +77,27 @@ pub fn forbidden_fields(violations: &Violations) -> Status {
 /// is logged here, once, and never sent to the caller. A store that cannot
 /// be reached (no connection in time, a connection lost) is `UNAVAILABLE`,
 /// which the gateway answers 503: the request may succeed later as it is.
-/// Anything else is `INTERNAL`.
+/// A statement the server cancelled at its timeout is `DEADLINE_EXCEEDED`
+/// (504). Anything else is `INTERNAL`.
 pub fn internal(err: &anyhow::Error) -> Status {
+    if statement_timed_out(err) {
+        tracing::warn!(error = format!("{err:#}"), "a statement ran past its timeout");
+        return Status::deadline_exceeded("the store did not answer in time");
+    }
     if store_unreachable(err) {
         tracing::warn!(error = format!("{err:#}"), "store unreachable");
         return Status::unavailable("the store is unavailable; try again");
     }
     tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error")
+}
+
+/// Whether the server cancelled a statement that ran past
+/// `statement_timeout` (SQLSTATE 57014).
+fn statement_timed_out(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"))
+    })
 }
 
 /// Whether `err` comes from a store that could not be reached.

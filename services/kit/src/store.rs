@@ -64,20 +64,56 @@ fn kit_migrations() -> Migrations {
     }
 }
 
+/// How a service's PostgreSQL pool behaves (`database.*` in the
+/// configuration). SQLite files keep their own settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PoolSettings {
+    /// Connections per service and process at most.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before the store counts
+    /// as unavailable (503).
+    pub acquire_timeout_ms: u64,
+    /// The server cancels a statement that runs longer (PostgreSQL's
+    /// `statement_timeout`; 504 at the gateway); 0, the default: no limit.
+    /// It applies to migrations too, which a long index build may exceed.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 0,
+        }
+    }
+}
+
 impl Db {
-    /// Connects to `url`; in PostgreSQL the service's tables live in `schema`,
-    /// which is created when missing.
+    /// Connects to `url` with the default pool settings; in PostgreSQL the
+    /// service's tables live in `schema`, which is created when missing.
     pub async fn connect(url: &str, schema: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, schema, &PoolSettings::default()).await
+    }
+
+    /// Connects to `url` with `pool`'s settings.
+    pub async fn connect_with(url: &str, schema: &str, pool: &PoolSettings) -> anyhow::Result<Db> {
         if !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') || schema.is_empty() {
             bail!("schema name {schema:?} must be lowercase letters and underscores");
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let statement_timeout = pool.statement_timeout_ms.to_string();
             let options = PgConnectOptions::from_str(url)
                 .context("invalid PostgreSQL URL")?
-                .options([("search_path", schema)]);
+                .options([
+                    ("search_path", schema),
+                    ("statement_timeout", statement_timeout.as_str()),
+                ]);
+            let settings = pool;
             let pool = PgPoolOptions::new()
-                .max_connections(10)
-                .acquire_timeout(Duration::from_secs(5))
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)))
                 .connect_with(options)
                 .await
                 .context("connecting to PostgreSQL")?;
