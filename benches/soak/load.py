@@ -9,8 +9,8 @@ the latency instead of hiding in a slower rate). The mix: 10 % registrations,
 10 % logins, 20 % profile updates (PATCH /users/me), 60 % reads
 (/users/me, /stats/user, /notifications in turn). ACCOUNTS accounts are
 registered and signed in first. Each minute prints one JSON line: requests,
-failures (anything but the expected status), p50/p99/max latency, and the
-process PID's resident memory and open file descriptors.
+failures (anything but the expected status; by kind and status), p50/p99/max
+latency, and the process PID's resident memory and open file descriptors.
 """
 
 import http.client
@@ -73,7 +73,7 @@ def main():
     tokens = [register_and_login(setup, f"soak-{run}-{i}@example.com") for i in range(accounts)]
     jobs = queue.Queue()
     lock = threading.Lock()
-    samples = []  # (due, latency, ok)
+    samples = []  # (due, latency, failure: None or "kind status")
 
     def work():
         conn = connect(base)
@@ -86,25 +86,26 @@ def main():
             kind = n % 10
             try:
                 if kind == 0:
-                    status, _ = call(conn, "POST", "/api/v1/auth/register", body={
+                    name, status, _ = "register", *call(conn, "POST", "/api/v1/auth/register", body={
                         "email": f"soak-{run}-new-{n}@example.com", "password": PASSWORD, "display_name": "New"})
-                    ok = status == 201
+                    expected = 201
                 elif kind == 1:
-                    status, _ = call(conn, "POST", "/api/v1/auth/login", body={
+                    name, status, _ = "login", *call(conn, "POST", "/api/v1/auth/login", body={
                         "email": f"soak-{run}-{n % len(tokens)}@example.com", "password": PASSWORD})
-                    ok = status == 200
+                    expected = 200
                 elif kind in (2, 3):
-                    status, _ = call(conn, "PATCH", "/api/v1/users/me", token, {"display_name": f"Soak {n}"})
-                    ok = status == 200
+                    name, status, _ = "update", *call(conn, "PATCH", "/api/v1/users/me", token, {"display_name": f"Soak {n}"})
+                    expected = 200
                 else:
-                    status, _ = call(conn, "GET", READS[n % len(READS)], token)
-                    ok = status == 200
-            except (OSError, http.client.HTTPException):
+                    name, status, _ = "read", *call(conn, "GET", READS[n % len(READS)], token)
+                    expected = 200
+                failure = None if status == expected else f"{name} {status}"
+            except (OSError, http.client.HTTPException) as err:
                 conn.close()
                 conn = connect(base)
-                ok = False
+                failure = f"connection {type(err).__name__}"
             with lock:
-                samples.append((due, time.monotonic() - due, ok))
+                samples.append((due, time.monotonic() - due, failure))
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(WORKERS)]
     for thread in threads:
@@ -126,7 +127,8 @@ def main():
         print(json.dumps({
             "minute": minute,
             "requests": len(window),
-            "failed": sum(1 for s in window if not s[2]),
+            "failed": sum(1 for s in window if s[2]),
+            "failures": sorted({s[2] for s in window if s[2]}),
             "p50_ms": round(percentile(latencies, 50) * 1000, 2) if latencies else None,
             "p99_ms": round(percentile(latencies, 99) * 1000, 2) if latencies else None,
             "max_ms": round(max(latencies) * 1000, 2) if latencies else None,

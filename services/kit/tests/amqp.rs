@@ -141,6 +141,22 @@ async fn start_consumer_probed(settings: &AmqpSettings, probe: &str, sub: &Subsc
     Running { events, calls, stop }
 }
 
+/// The first message in `sub`'s dead-letter queue, waiting up to 10 s.
+async fn dead_lettered(channel: &lapin::Channel, sub: &Subscription) -> Option<lapin::message::BasicGetMessage> {
+    let dead = format!("{}.dead", sub.queue);
+    for _ in 0..200 {
+        let got = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if got.is_some() {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 fn user_event() -> Event {
     let mut event = new_event(
         "users",
@@ -210,20 +226,9 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
     AmqpPublisher::new(settings.clone()).publish(&good).await.unwrap();
     assert_eq!(next(&mut running).await.id, good.id);
 
-    let dead = format!("{}.dead", sub.queue);
-    let mut dead_lettered = None;
-    for _ in 0..100 {
-        dead_lettered = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if dead_lettered.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        dead_lettered
+        dead_lettered(&channel, &sub)
+            .await
             .expect("the poison message is in the dead-letter queue")
             .delivery
             .data,
@@ -268,19 +273,9 @@ async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let dead = format!("{}.dead", sub.queue);
-    let mut found = None;
-    for _ in 0..200 {
-        found = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let found = found.expect("dead-lettered after its attempts");
+    let found = dead_lettered(&channel, &sub)
+        .await
+        .expect("dead-lettered after its attempts");
     assert_eq!(
         found.delivery.properties.message_id().as_ref().map(|s| s.to_string()),
         Some(doomed.id)
@@ -359,27 +354,12 @@ async fn a_shared_queue_is_a_quorum_queue_that_dead_letters_a_message_returned_t
         channel.close(200, "gone".into()).await.unwrap();
     }
     assert_eq!(deliveries, 3, "delivered once, then returned twice (the limit)");
-    let dead = format!("{}.dead", sub.queue);
     let channel = connection.create_channel().await.unwrap();
-    let mut dead_lettered = None;
-    for _ in 0..100 {
-        dead_lettered = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if dead_lettered.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let dead_lettered = dead_lettered.expect("the message is in the dead-letter queue");
+    let found = dead_lettered(&channel, &sub)
+        .await
+        .expect("the message is in the dead-letter queue");
     assert_eq!(
-        dead_lettered
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str()),
+        found.delivery.properties.message_id().as_ref().map(|id| id.as_str()),
         Some(doomed.id.as_str())
     );
     cleanup(&settings, &sub).await;
