@@ -1,10 +1,12 @@
 //! Test support: a fresh database per test on either backend, and a macro
 //! that runs one store or service test against both. PostgreSQL is used when
 //! reachable at its default local address; with `FLEET_REQUIRE_BACKENDS=1`
-//! an unreachable one fails the test instead of skipping it.
+//! an unreachable one fails the test instead of skipping it. RabbitMQ names a
+//! test makes up are deleted when it ends ([`broker::BrokerNames`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod broker;
 pub mod sockets;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -108,8 +108,12 @@ async fn declare_queue(channel: &Channel, settings: &AmqpSettings, sub: &Subscri
     declare_exchange(channel, &settings.exchange, ExchangeKind::Topic).await?;
     declare_exchange(channel, &settings.dead_letter_exchange, ExchangeKind::Direct).await?;
     let dead = format!("{}.dead", sub.queue);
+    // A private queue's dead letters go with its connection, as the queue
+    // does: nobody consumes them, so auto-delete alone would keep the queue
+    // on the broker for ever, one more for every process ever started.
     let options = QueueDeclareOptions {
         durable: !sub.private,
+        exclusive: sub.private,
         auto_delete: sub.private,
         ..QueueDeclareOptions::default()
     };
