@@ -14,12 +14,12 @@ use chrono::Utc;
 use fleet_kit::{
     amqp::{AmqpPublisher, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription, consume},
     events::{EventPublisher, new_event},
-    testing::{TlsRelay, backend_available},
+    testing::{TlsRelay, backend_available, broker::BrokerNames},
 };
 use fleet_proto::events::v1::{Event, UserDeleted, event::Payload};
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
-    options::{BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 use tokio::sync::mpsc;
@@ -28,8 +28,9 @@ use uuid::Uuid;
 
 const BROKER: &str = "127.0.0.1:5672";
 
-/// Settings with an exchange and queue of this test's own.
-fn isolated() -> (AmqpSettings, Subscription) {
+/// Settings with an exchange and queue of this test's own, deleted when the
+/// third value drops.
+fn isolated() -> (AmqpSettings, Subscription, BrokerNames) {
     let id = Uuid::now_v7().simple().to_string();
     let settings = AmqpSettings {
         exchange: format!("fleet.test.{id}"),
@@ -43,24 +44,12 @@ fn isolated() -> (AmqpSettings, Subscription) {
         prefetch: 8,
         delivery_limit: 20,
     };
-    (settings, subscription)
-}
-
-async fn cleanup(settings: &AmqpSettings, sub: &Subscription) {
-    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    for queue in [sub.queue.clone(), format!("{}.dead", sub.queue)] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    let mut names = BrokerNames::new(&settings.url);
+    names
+        .queue(&subscription.queue)
+        .exchange(&settings.exchange)
+        .exchange(&settings.dead_letter_exchange);
+    (settings, subscription, names)
 }
 
 /// Forwards every handled event to the test; fails the first `failures` times.
@@ -183,7 +172,7 @@ async fn published_events_reach_a_consumer_once_with_their_trace_context() {
     if !backend_available("RabbitMQ", BROKER).await {
         return;
     }
-    let (settings, sub) = isolated();
+    let (settings, sub, _names) = isolated();
     let mut running = start_consumer(&settings, &sub, 0).await;
     let publisher = AmqpPublisher::new(settings.clone());
     let event = user_event();
@@ -198,7 +187,6 @@ async fn published_events_reach_a_consumer_once_with_their_trace_context() {
     assert_eq!(next(&mut running).await.id, other.id, "the duplicate was skipped");
     assert_eq!(running.calls.load(Ordering::SeqCst), 2);
     drop(running);
-    cleanup(&settings, &sub).await;
 }
 
 #[tokio::test]
@@ -206,7 +194,7 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
     if !backend_available("RabbitMQ", BROKER).await {
         return;
     }
-    let (settings, sub) = isolated();
+    let (settings, sub, _names) = isolated();
     let mut running = start_consumer(&settings, &sub, 0).await;
     let connection = Connection::connect(&settings.url, ConnectionProperties::default())
         .await
@@ -247,7 +235,6 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
     drop(running);
-    cleanup(&settings, &sub).await;
 }
 
 #[tokio::test]
@@ -255,7 +242,7 @@ async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
     if !backend_available("RabbitMQ", BROKER).await {
         return;
     }
-    let (settings, sub) = isolated();
+    let (settings, sub, _names) = isolated();
     let mut running = start_consumer(&settings, &sub, 2).await;
     let publisher = AmqpPublisher::new(settings.clone());
     let event = user_event();
@@ -265,7 +252,7 @@ async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
     drop(running);
 
     // A handler that never succeeds: the event ends in the dead-letter queue.
-    let (settings, sub) = isolated();
+    let (settings, sub, _names) = isolated();
     let running = start_consumer(&settings, &sub, u32::MAX).await;
     let doomed = user_event();
     publisher_for(&settings).publish(&doomed).await.unwrap();
@@ -281,7 +268,6 @@ async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
         Some(doomed.id)
     );
     drop(running);
-    cleanup(&settings, &sub).await;
 }
 
 fn publisher_for(settings: &AmqpSettings) -> AmqpPublisher {
@@ -306,7 +292,7 @@ async fn a_shared_queue_is_a_quorum_queue_that_dead_letters_a_message_returned_t
     if !backend_available("RabbitMQ", BROKER).await {
         return;
     }
-    let (settings, mut sub) = isolated();
+    let (settings, mut sub, _names) = isolated();
     sub.delivery_limit = 2;
     // The consumer declares the queue, then goes: nobody takes what follows.
     drop(start_consumer(&settings, &sub, 0).await);
@@ -362,7 +348,6 @@ async fn a_shared_queue_is_a_quorum_queue_that_dead_letters_a_message_returned_t
         found.delivery.properties.message_id().as_ref().map(|id| id.as_str()),
         Some(doomed.id.as_str())
     );
-    cleanup(&settings, &sub).await;
 }
 
 #[tokio::test]
@@ -371,7 +356,7 @@ async fn amqps_with_a_cacertfile_publishes_and_consumes_and_an_unknown_ca_is_ref
         return;
     }
     let tls = TlsRelay::start(BROKER).await;
-    let (plain, sub) = isolated();
+    let (plain, sub, _names) = isolated();
     let ca = tls.ca_file.display().to_string();
     let settings = AmqpSettings {
         url: format!("amqps://guest:guest@localhost:{}/%2f?cacertfile={ca}", tls.port),
@@ -390,5 +375,4 @@ async fn amqps_with_a_cacertfile_publishes_and_consumes_and_an_unknown_ca_is_ref
     };
     let refused = AmqpPublisher::new(untrusted).publish(&user_event()).await;
     assert!(refused.is_err(), "an unknown CA was trusted");
-    cleanup(&plain, &sub).await;
 }

@@ -16,7 +16,7 @@ use fleet_kit::{
     amqp::{AmqpPublisher, AmqpSettings},
     events::{EventPublisher, InProcessBus, new_event},
     outbox::OutboxRelay,
-    testing::{TcpRelay, TestBackend, backend_available, database},
+    testing::{TcpRelay, TestBackend, backend_available, broker::BrokerNames, database},
 };
 use fleet_proto::events::v1::{LoginSucceeded, event::Payload};
 use fleet_stats::{
@@ -25,32 +25,11 @@ use fleet_stats::{
     metrics::StatsMetrics,
     store::{StatsStore, stats_store},
 };
-use lapin::{
-    Connection, ConnectionProperties,
-    options::{ExchangeDeleteOptions, QueueDeleteOptions},
-};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const BROKER: &str = "127.0.0.1:5672";
 const EVENTS: usize = 300;
-
-async fn cleanup(settings: &AmqpSettings, queue: &str) {
-    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    for queue in [queue.to_string(), format!("{queue}.dead")] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-}
 
 /// A replica: its own recorder and feed, on the shared store and queue.
 fn replica(
@@ -91,6 +70,11 @@ async fn two_replicas_count_every_event_once_through_duplicates_and_a_cut_connec
         ..AmqpSettings::default()
     };
     let queue = format!("fleet.test.{id}.stats");
+    let mut names = BrokerNames::new(&settings.url);
+    names
+        .queue(&queue)
+        .exchange(&settings.exchange)
+        .exchange(&settings.dead_letter_exchange);
     // Replica A reaches the broker through a relay the test can cut.
     let cut = TcpRelay::start(BROKER).await;
     let through_relay = AmqpSettings {
@@ -154,5 +138,4 @@ async fn two_replicas_count_every_event_once_through_duplicates_and_a_cut_connec
     );
     assert!(b.entries_written.get() > 0, "the replicas shared the work");
     stop.cancel();
-    cleanup(&settings, &queue).await;
 }

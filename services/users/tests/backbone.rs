@@ -15,7 +15,7 @@ use fleet_kit::{
     amqp::{AmqpPublisher, AmqpSettings, EventHandler, HandleError, RecentIds, Subscription, consume},
     events::EventPublisher,
     outbox::OutboxRelay,
-    testing::{TcpRelay, TestBackend, backend_available, database},
+    testing::{TcpRelay, TestBackend, backend_available, broker::BrokerNames, database},
 };
 use fleet_proto::events::v1::Event;
 use fleet_users::{
@@ -72,6 +72,8 @@ async fn events_wait_in_the_outbox_while_rabbitmq_is_cut_and_arrive_exactly_once
         url: AmqpSettings::default().url,
         ..through_relay.clone()
     };
+    let mut names = BrokerNames::new(&direct.url);
+    names.exchange(&direct.exchange).exchange(&direct.dead_letter_exchange);
     // Two consumers on queues of their own: both must see everything.
     let stop = CancellationToken::new();
     let tallies: Vec<Arc<Tally>> = (0..2).map(|_| Arc::new(Tally::default())).collect();

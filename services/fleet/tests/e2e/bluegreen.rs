@@ -15,7 +15,7 @@ use std::{
 use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
 use reqwest::Method;
 
-use crate::harness::{Api, Fleet, Proto, service_ports};
+use crate::harness::{Api, Fleet, Proto, broker_names, service_ports};
 
 /// Client tasks running requests back to back.
 const CLIENTS: usize = 4;
@@ -56,6 +56,7 @@ async fn users_moves_blue_to_green_and_back_under_load_with_no_failed_request() 
     };
     let secret = format!("bluegreen-{}", uuid::Uuid::now_v7().simple());
     let exchange = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
+    let _names = broker_names(&exchange);
     let (dead, stats, notify) = (
         format!("{exchange}.dead"),
         format!("{exchange}.stats"),

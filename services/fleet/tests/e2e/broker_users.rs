@@ -8,7 +8,7 @@
 
 use std::{
     io::Write,
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -33,7 +33,12 @@ fn rabbitmqctl() -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
-fn ctl(command: &[String], args: &[&str], input: Option<&str>) {
+/// How long one `rabbitmqctl` call may take: a broker that does not answer
+/// fails the test instead of holding the suite.
+const CTL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `rabbitmqctl args`, feeding it `input`, within `CTL_DEADLINE`.
+fn run_ctl(command: &[String], args: &[&str], input: Option<&str>) -> Result<Output, String> {
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .args(args)
@@ -41,11 +46,30 @@ fn ctl(command: &[String], args: &[&str], input: Option<&str>) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("rabbitmqctl runs");
+        .map_err(|err| format!("rabbitmqctl does not run: {err}"))?;
     if let Some(input) = input {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .map_err(|err| err.to_string())?;
     }
-    let output = child.wait_with_output().unwrap();
+    drop(child.stdin.take());
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(CTL_DEADLINE) {
+        Ok(output) => output.map_err(|err| err.to_string()),
+        Err(_) => {
+            let _ = Command::new("kill").arg(&pid).status();
+            Err(format!("rabbitmqctl {args:?} did not answer within {CTL_DEADLINE:?}"))
+        }
+    }
+}
+
+fn ctl(command: &[String], args: &[&str], input: Option<&str>) {
+    let output = run_ctl(command, args, input).unwrap_or_else(|err| panic!("{err}"));
     assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
 }
 
@@ -58,15 +82,9 @@ struct BrokerUsers {
 
 impl Drop for BrokerUsers {
     fn drop(&mut self) {
-        let _ = Command::new(&self.command[0])
-            .args(&self.command[1..])
-            .args(["delete_vhost", &self.vhost])
-            .output();
+        let _ = run_ctl(&self.command, &["delete_vhost", &self.vhost], None);
         for user in &self.users {
-            let _ = Command::new(&self.command[0])
-                .args(&self.command[1..])
-                .args(["delete_user", user])
-                .output();
+            let _ = run_ctl(&self.command, &["delete_user", user], None);
         }
     }
 }

@@ -7,7 +7,7 @@ use fleet_kit::testing::backend_available;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto};
+use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto, broker_names};
 
 async fn list(api: &Api<'_>, token: &str) -> Answer {
     api.call(Method::GET, "/api/v1/users?limit=10", Some(token), None).await
@@ -127,6 +127,7 @@ async fn two_gateways_share_redis_and_both_are_fresh_within_a_second_after_a_cha
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let exchange = format!("fleet.test.{id}");
+    let _names = broker_names(&exchange);
     let dead = format!("fleet.test.{id}.dead");
     let prefix = format!("fleet-test:{id}:");
     let shared = [

@@ -21,7 +21,7 @@ use lapin::{
 use prost::Message;
 use reqwest::Method;
 
-use crate::harness::{Api, Fleet, Proto, assert_problem};
+use crate::harness::{Api, Fleet, Proto, assert_problem, broker_names};
 
 #[tokio::test]
 async fn events_travel_through_rabbitmq_both_ways() {
@@ -34,6 +34,7 @@ async fn events_travel_through_rabbitmq_both_ways() {
         dead_letter_exchange: format!("fleet.test.{id}.dead"),
         ..AmqpSettings::default()
     };
+    let _names = broker_names(&settings.exchange);
     // A queue of the test's own on the fleet's exchange.
     let connection = Connection::connect(&settings.url, ConnectionProperties::default())
         .await

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fleet_kit::testing::broker::BrokerNames;
 use reqwest::{Client, Method, Response, Version};
 use serde_json::{Value, json};
 
@@ -30,6 +31,9 @@ pub struct Fleet {
     env: Vec<(String, String)>,
     /// The one component this process runs, if not all of them.
     target: Option<String>,
+    /// Broker names made up for this process alone, deleted after it is
+    /// stopped.
+    names: Vec<BrokerNames>,
 }
 
 /// The production shape: users, auth and the gateway each in a process of
@@ -41,6 +45,9 @@ pub struct Split {
     pub transfer: Fleet,
     pub notify: Fleet,
     pub gateway: Fleet,
+    /// The broker names the six share, deleted after they have stopped
+    /// (fields drop in order).
+    _names: Option<BrokerNames>,
 }
 
 impl Drop for Fleet {
@@ -105,38 +112,65 @@ fn spawn(args: &[&str], dir: &std::path::Path, env: &[(String, String)]) -> Chil
 }
 
 /// RabbitMQ on an exchange of its own, unless `extra` names a broker: the
-/// settings every `--target` process needs.
-fn events_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+/// settings every `--target` process needs, and the names made up for them.
+fn events_env(extra: &[(&str, &str)]) -> (Vec<(String, String)>, Option<BrokerNames>) {
     if extra.iter().any(|(k, _)| *k == "FLEET_AMQP_URL") {
-        return Vec::new();
+        return (Vec::new(), None);
     }
     let exchange = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
-    vec![
-        ("FLEET_AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+    let env = vec![
+        ("FLEET_AMQP_URL".into(), LOCAL_BROKER.into()),
         ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE".into(), format!("{exchange}.dead")),
         ("FLEET_STATS__QUEUE".into(), format!("{exchange}.stats")),
         ("FLEET_NOTIFY__QUEUE".into(), format!("{exchange}.notify")),
-        ("FLEET_EVENTS__EXCHANGE".into(), exchange),
-    ]
+        ("FLEET_EVENTS__EXCHANGE".into(), exchange.clone()),
+    ];
+    (env, Some(broker_names(&exchange)))
+}
+
+/// The broker the tests share.
+pub const LOCAL_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// What a fleet on the exchange `exchange` declares on the local broker
+/// (the exchange, its dead-letter exchange, and the stats and notify queues
+/// named after it), deleted when the value drops. A test that makes up an
+/// exchange name holds one for as long as its fleets run.
+pub fn broker_names(exchange: &str) -> BrokerNames {
+    let mut names = BrokerNames::new(LOCAL_BROKER);
+    names
+        .exchange(exchange)
+        .exchange(&format!("{exchange}.dead"))
+        .queue(&format!("{exchange}.stats"))
+        .queue(&format!("{exchange}.notify"));
+    names
 }
 
 /// On RabbitMQ, the consumers' durable queues get names of their own unless
 /// the test names them: `<exchange>.stats` and `<exchange>.notify` when it
 /// names an exchange (so that processes given the same settings share
-/// them), else names no other test uses. A default name would be shared with
-/// every other test on the broker, and with queues older versions declared.
-fn own_queues(env: &mut Vec<(String, String)>) {
+/// them), else names no other test uses, which the fleet deletes when it
+/// drops. A default name would be shared with every other test on the
+/// broker, and with queues older versions declared.
+fn own_queues(env: &mut Vec<(String, String)>) -> Option<BrokerNames> {
     let value = |env: &[(String, String)], key: &str| env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    if value(env, "FLEET_AMQP_URL").is_none() {
-        return;
-    }
-    let prefix =
-        value(env, "FLEET_EVENTS__EXCHANGE").unwrap_or_else(|| format!("fleet.test.{}", uuid::Uuid::now_v7().simple()));
+    let url = value(env, "FLEET_AMQP_URL")?;
+    let (prefix, mut names) = match value(env, "FLEET_EVENTS__EXCHANGE") {
+        Some(exchange) => (exchange, None),
+        None => {
+            let prefix = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
+            (prefix, Some(BrokerNames::new(&url)))
+        }
+    };
     for (key, consumer) in [("FLEET_STATS__QUEUE", "stats"), ("FLEET_NOTIFY__QUEUE", "notify")] {
         if value(env, key).is_none() {
-            env.push((key.to_string(), format!("{prefix}.{consumer}")));
+            let queue = format!("{prefix}.{consumer}");
+            if let Some(names) = names.as_mut() {
+                names.queue(&queue);
+            }
+            env.push((key.to_string(), queue));
         }
     }
+    names
 }
 
 /// Gateways that must share Redis state get a Redis deadline that a loaded
@@ -167,7 +201,7 @@ impl Fleet {
     /// A component alone needs RabbitMQ: without an `FLEET_AMQP_URL` in
     /// `extra`, it gets one, on an exchange of its own.
     pub async fn gateway_for(front: &Fleet, extra: &[(&str, &str)]) -> Fleet {
-        let events = events_env(extra);
+        let (events, names) = events_env(extra);
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
@@ -179,25 +213,22 @@ impl Fleet {
         ];
         env.extend_from_slice(extra);
         let cert_path = front.cert_path();
-        Self::launch(
-            &["run", "--target", "gateway"],
-            [
-                front.auth_port,
-                front.users_port,
-                front.stats_port,
-                front.transfer_port,
-                front.notify_port,
-            ],
-            Some(cert_path),
-            &env,
-        )
-        .await
+        let ports = [
+            front.auth_port,
+            front.users_port,
+            front.stats_port,
+            front.transfer_port,
+            front.notify_port,
+        ];
+        let mut gateway = Self::launch(&["run", "--target", "gateway"], ports, Some(cert_path), &env).await;
+        gateway.names.extend(names);
+        gateway
     }
 
     /// Users, auth and a gateway as three processes sharing `extra`; the
     /// gateway's certificate is made for the occasion.
     pub async fn split(extra: &[(&str, &str)]) -> Split {
-        let events = events_env(extra);
+        let (events, names) = events_env(extra);
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
@@ -222,6 +253,7 @@ impl Fleet {
             transfer,
             notify,
             gateway,
+            _names: names,
         }
     }
 
@@ -229,14 +261,16 @@ impl Fleet {
     /// `ports` (`[auth, users, stats, transfer, notify]`), with `extra`
     /// overriding the harness's settings.
     pub async fn launched(target: Option<&str>, ports: [u16; 5], extra: &[(&str, &str)]) -> Fleet {
-        let events = events_env(extra);
+        let (events, names) = events_env(extra);
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         extra.extend(events.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let extra = extra.as_slice();
-        match target {
+        let mut fleet = match target {
             Some(target) => Self::launch(&["run", "--target", target], ports, None, extra).await,
             None => Self::launch(&["run"], ports, None, extra).await,
-        }
+        };
+        fleet.names.extend(names);
+        fleet
     }
 
     /// Starts `fleet` with `args`; the services listen on `[auth, users,
@@ -265,7 +299,7 @@ impl Fleet {
             ("FLEET_GATEWAY__RATE_LIMIT__ENABLED".into(), "false".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        own_queues(&mut env);
+        let names = own_queues(&mut env).into_iter().collect();
         let child = spawn(args, dir.path(), &env);
         let mut fleet = Fleet {
             child,
@@ -286,6 +320,7 @@ impl Fleet {
                 .position(|a| *a == "--target")
                 .and_then(|i| args.get(i + 1))
                 .map(|t| (*t).to_string()),
+            names,
         };
         fleet.wait_ready().await;
         fleet

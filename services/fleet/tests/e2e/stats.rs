@@ -8,7 +8,7 @@ use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Fleet, PATIENT_REDIS, Proto, assert_problem};
+use crate::harness::{Api, Fleet, PATIENT_REDIS, Proto, assert_problem, broker_names};
 
 /// How long figures may take to follow the events on a healthy backbone.
 const SETTLES: Duration = Duration::from_secs(15);
@@ -231,6 +231,7 @@ async fn with_rabbitmq_cut_events_wait_and_the_figures_catch_up_exactly() {
     let relay = TcpRelay::start("127.0.0.1:5672").await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port);
     let exchange = format!("fleet.test.{}", uuid::Uuid::now_v7().simple());
+    let _names = broker_names(&exchange);
     let (dead, queue) = (format!("{exchange}.dead"), format!("{exchange}.stats"));
     let fleet = Fleet::start_with(&[
         ("FLEET_AMQP_URL", url.as_str()),
@@ -290,6 +291,7 @@ async fn a_login_empties_the_cached_figures_on_two_gateways_sharing_redis() {
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let exchange = format!("fleet.test.{id}");
+    let _names = broker_names(&exchange);
     let (dead, queue, prefix) = (
         format!("{exchange}.dead"),
         format!("{exchange}.stats"),

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::{
     grpc::{authed, through_gateway},
-    harness::{Api, Fleet, PASSWORD, Proto, Split},
+    harness::{Api, Fleet, PASSWORD, Proto, Split, broker_names},
 };
 
 /// A span as the collector received it, with the service that sent it.
@@ -168,6 +168,7 @@ async fn one_login_is_one_trace_across_gateway_auth_users_and_the_consumers_of_i
     let (collector, endpoint) = Collector::start().await;
     let id = uuid::Uuid::now_v7().simple().to_string();
     let (exchange, dead) = (format!("fleet.test.{id}"), format!("fleet.test.{id}.dead"));
+    let _names = broker_names(&exchange);
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
