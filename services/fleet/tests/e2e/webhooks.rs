@@ -242,7 +242,10 @@ async fn a_retry_survives_a_restart_and_a_410_disables_the_endpoint() {
         let secret = set_webhook(&api, &token, &receiver.url()).await;
         change_password(&api, &token, PASSWORD, NEW_PASSWORD).await;
         receiver.wait_for(1, Duration::from_secs(10)).await;
-        // Killed between the attempts: the retry is in the store, not in memory.
+        // Killed between the attempts, once the first one's outcome is
+        // written: the retry is in the store, not in memory. (Killed before
+        // that, the attempt is retried when its lease runs out, a minute on.)
+        first_outcome_recorded(&api, &token).await;
         fleet.restart().await;
         let requests = receiver.wait_for(2, Duration::from_secs(30)).await;
         assert_eq!(header(&requests[0], "webhook-id"), header(&requests[1], "webhook-id"));
@@ -288,6 +291,23 @@ async fn a_retry_survives_a_restart_and_a_410_disables_the_endpoint() {
     feed_of(&api, &token, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(gone.requests().len(), 1, "nothing goes to a disabled endpoint");
+}
+
+/// Waits until the newest delivery's last attempt is written back with a
+/// retry due.
+async fn first_outcome_recorded(api: &Api<'_>, token: &str) {
+    let started = Instant::now();
+    loop {
+        let deliveries = api
+            .call(Method::GET, "/api/v1/notifications/deliveries", Some(token), None)
+            .await;
+        let delivery = &deliveries.body["items"][0];
+        if delivery["attempts"] == 1 && delivery["next_attempt_at"].is_string() {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{delivery}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An SMTP server (aiosmtpd) writing what it receives to a maildir.
