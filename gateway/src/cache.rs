@@ -22,14 +22,14 @@ use std::{
 use bytes::Bytes;
 use fleet_kit::SharedClock;
 use fleet_proto::events::v1::{Event, event::Payload};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::Instrument;
 
 use self::local::LocalTier;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisConnection, RedisLink};
 
 /// Cache configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,7 +241,7 @@ impl ResponseCache {
         })
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
+    async fn connection(&self) -> Option<RedisConnection> {
         self.redis.as_ref()?.link.connection().await.ok()
     }
 
@@ -251,13 +251,16 @@ impl ResponseCache {
         }
     }
 
+    /// An entry's key. The tag in braces is the key's hash tag: on a Redis
+    /// Cluster an entry lives in its tag's generation's slot, so one lookup
+    /// reads both.
     fn entry_key(&self, key: &CacheKey) -> String {
         let digest = Sha256::digest(key.id.as_bytes());
-        format!("{}entry:{}", self.settings.key_prefix, hex(&digest))
+        format!("{}entry:{{{}}}:{}", self.settings.key_prefix, key.tag, hex(&digest))
     }
 
     fn generation_key(&self, tag: &str) -> String {
-        format!("{}gen:{tag}", self.settings.key_prefix)
+        format!("{}gen:{{{tag}}}", self.settings.key_prefix)
     }
 
     /// Counts a lookup's outcome, as the caller decided it.

@@ -1,24 +1,26 @@
 //! Rate limits: GCRA buckets shared by every gateway replica through Redis
-//! (one Lua script, one round trip per decision), with an in-process GCRA
-//! that takes over while Redis is unreachable.
+//! (one Lua script, one round trip per decision; see [`redis_tier`]), with
+//! an in-process GCRA that takes over while Redis is unreachable.
+
+mod redis_tier;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
 };
 
 use fleet_kit::SharedClock;
 
+use self::redis_tier::{RedisTier, figures_decision};
 use crate::{
     client_ip::{ClientIpHeader, limit_network},
     redis_link::RedisLink,
 };
 use ipnet::IpNet;
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
 /// A number of requests per period.
@@ -164,51 +166,6 @@ fn combine(decisions: impl IntoIterator<Item = Decision>) -> Option<Decision> {
     decisions.into_iter().min_by_key(|d| (d.allowed, d.remaining))
 }
 
-/// The same GCRA as [`gcra`], for all of a request's buckets at once, on
-/// Redis's clock; nothing is consumed unless every bucket allows. Each
-/// bucket asks for up to `want` requests at once (a lease) and takes as many
-/// as fit, at least one. Per bucket it answers: allowed, remaining, reset
-/// and retry-after (microseconds), and how many it took.
-const GCRA_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-local updates = {}
-local all = true
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[3 * i - 2])
-  local period = tonumber(ARGV[3 * i - 1])
-  local want = tonumber(ARGV[3 * i])
-  local interval = math.max(math.floor(period / limit), 1)
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local fit = math.floor((now + period - tat) / interval)
-  local take = math.min(want, fit)
-  if take < 1 then
-    all = false
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-    out[#out + 1] = tat - now
-    out[#out + 1] = tat + interval - period - now
-    out[#out + 1] = 0
-  else
-    local new_tat = tat + take * interval
-    out[#out + 1] = 1
-    out[#out + 1] = math.floor((period - (new_tat - now)) / interval)
-    out[#out + 1] = new_tat - now
-    out[#out + 1] = 0
-    out[#out + 1] = take
-    updates[#updates + 1] = {key, new_tat, new_tat - now}
-  end
-end
-if all then
-  for _, u in ipairs(updates) do
-    redis.call('SET', u[1], u[2], 'PX', math.ceil(u[3] / 1000))
-  end
-end
-return out
-";
-
 /// How long requests drawn ahead from Redis may be used.
 pub const LEASE_MILLIS: i64 = 1000;
 
@@ -284,12 +241,6 @@ pub struct RateLimiter {
     leased_decisions: AtomicU64,
 }
 
-struct RedisTier {
-    link: Arc<RedisLink>,
-    script: Script,
-    failed_at_ms: AtomicI64,
-}
-
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
@@ -301,11 +252,7 @@ impl std::fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// A limiter; no Redis: in-process only.
     pub fn new(settings: RateLimitSettings, redis: Option<Arc<RedisLink>>, clock: SharedClock) -> Self {
-        let redis = redis.map(|link| RedisTier {
-            link,
-            script: Script::new(GCRA_SCRIPT),
-            failed_at_ms: AtomicI64::new(i64::MIN),
-        });
+        let redis = redis.map(RedisTier::new);
         Self {
             settings,
             clock,
@@ -328,19 +275,22 @@ impl RateLimiter {
     /// route's own when it has one.
     pub fn buckets(&self, user: Option<&str>, ip: IpAddr, route: &str) -> Vec<Bucket> {
         let ip = limit_network(ip, self.settings.ipv6_prefix_len);
+        // The part in braces is the key's hash tag: on a Redis Cluster, an
+        // anonymous request's buckets share their client's slot, and one
+        // script call decides them all.
         let mut buckets = vec![match user {
             Some(id) => Bucket {
-                key: format!("user:{id}"),
+                key: format!("{{user:{id}}}"),
                 quota: self.settings.user,
             },
             None => Bucket {
-                key: format!("ip:{ip}"),
+                key: format!("{{ip:{ip}}}"),
                 quota: self.settings.anonymous,
             },
         }];
         if let Some(quota) = self.settings.routes.get(route) {
             buckets.push(Bucket {
-                key: format!("route:{route}:ip:{ip}"),
+                key: format!("{{ip:{ip}}}route:{route}"),
                 quota: *quota,
             });
         }
@@ -475,61 +425,6 @@ impl RateLimiter {
         }
     }
 
-    /// `None` when Redis is not configured, failing, or resting after a failure.
-    async fn check_redis(&self, buckets: &[Bucket], lease: bool) -> Option<Decision> {
-        let tier = self.redis.as_ref()?;
-        let now = self.clock.now().timestamp_millis();
-        if !tier.link.is_up() && now.saturating_sub(tier.failed_at_ms.load(Ordering::Relaxed)) < REDIS_RETRY_AFTER_MS {
-            return None;
-        }
-        match self.invoke(tier, buckets, lease).await {
-            Ok(figures) => {
-                let decisions = buckets
-                    .iter()
-                    .zip(figures.chunks(FIGURES))
-                    .map(|(bucket, f)| figures_decision(bucket, f));
-                let all_allowed = figures.chunks(FIGURES).all(|f| f[0] == 1);
-                if all_allowed {
-                    self.keep_leases(buckets, &figures);
-                }
-                let mut decision = combine(decisions)?;
-                decision.allowed = all_allowed;
-                if !all_allowed {
-                    decision.retry_after_secs = decision.retry_after_secs.max(1);
-                }
-                Some(decision)
-            }
-            Err(err) => {
-                self.redis_failures.fetch_add(1, Ordering::Relaxed);
-                tier.failed_at_ms.store(now, Ordering::Relaxed);
-                tracing::debug!(error = %err, "rate limit decided by this replica");
-                None
-            }
-        }
-    }
-
-    /// Runs the script; `lease`: draw each bucket's lease, not one request.
-    async fn invoke(&self, tier: &RedisTier, buckets: &[Bucket], lease: bool) -> anyhow::Result<Vec<i64>> {
-        let mut connection = tier.link.connection().await?;
-        let mut invocation = tier.script.prepare_invoke();
-        for bucket in buckets {
-            let want = if lease { self.lease_size(bucket.quota) } else { 1 };
-            invocation
-                .key(format!("{}{}", self.settings.key_prefix, bucket.key))
-                .arg(bucket.quota.limit.max(1))
-                .arg(bucket.quota.period_us())
-                .arg(want);
-        }
-        let figures: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut connection).await;
-        tier.link.report(&figures);
-        let figures = figures?;
-        anyhow::ensure!(
-            figures.len() == buckets.len() * FIGURES,
-            "unexpected answer from the rate-limit script"
-        );
-        Ok(figures)
-    }
-
     /// How the limiter is doing.
     pub fn health(&self) -> LimiterHealth {
         LimiterHealth {
@@ -543,19 +438,6 @@ impl RateLimiter {
             rejections: self.rejections.load(Ordering::Relaxed),
             leased_decisions: self.leased_decisions.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// One bucket's figures from the script.
-/// What was drawn beyond the request itself counts as remaining.
-fn figures_decision(bucket: &Bucket, f: &[i64]) -> Decision {
-    let secs = |us: i64| u64::try_from((us + 999_999) / 1_000_000).unwrap_or(0);
-    Decision {
-        allowed: f[0] == 1,
-        quota: bucket.quota,
-        remaining: u32::try_from(f[1] + (f[4] - 1).max(0)).unwrap_or(0),
-        reset_secs: secs(f[2]),
-        retry_after_secs: secs(f[3]),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fleet_kit::testing::{TcpRelay, backend_available};
+use fleet_kit::testing::{TcpRelay, backend_available, redis_cluster::RedisCluster};
 use reqwest::Method;
 
 use crate::harness::{Answer, Api, Fleet, PATIENT_REDIS, Proto, assert_problem};
@@ -144,6 +144,29 @@ async fn two_gateways_sharing_redis_share_one_budget() {
     }
     assert_limited(&jwks(&a, None).await, 20);
     assert_limited(&jwks(&b, None).await, 20);
+}
+
+#[tokio::test]
+async fn two_gateways_on_a_redis_cluster_share_one_budget() {
+    let Some(cluster) = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap() else {
+        return;
+    };
+    let mut env = limited(Some(&cluster.url()), &prefix());
+    env.push((PATIENT_REDIS.0.to_string(), PATIENT_REDIS.1.to_string()));
+    let (one, two) = (start(&env).await, start(&env).await);
+    let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
+    for _ in 0..10 {
+        assert_eq!(jwks(&a, None).await.status, 200);
+        assert_eq!(jwks(&b, None).await.status, 200);
+    }
+    assert_limited(&jwks(&a, None).await, 20);
+    assert_limited(&jwks(&b, None).await, 20);
+    for api in [&a, &b] {
+        let health = cache_health(api).await;
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["rate_limiter"]["redis"], "up", "{health}");
+        assert_eq!(health["rate_limiter"]["fallback_decisions"], 0, "{health}");
+    }
 }
 
 #[tokio::test]
