@@ -10,7 +10,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
 use sqlx::{
-    Pool, Postgres, Sqlite,
+    Executor, Pool, Postgres, Sqlite,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
@@ -103,17 +103,25 @@ impl Db {
             bail!("schema name {schema:?} must be lowercase letters and underscores");
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let statement_timeout = pool.statement_timeout_ms.to_string();
-            let options = PgConnectOptions::from_str(url)
-                .context("invalid PostgreSQL URL")?
-                .options([
-                    ("search_path", schema),
-                    ("statement_timeout", statement_timeout.as_str()),
-                ]);
+            let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+            // Set on each new connection by statements, not as startup
+            // parameters (`options`), which PgBouncer refuses. The schema
+            // name was checked above; identifiers cannot be bound.
+            let session = format!(
+                "SET search_path TO {schema}; SET statement_timeout = {}",
+                pool.statement_timeout_ms
+            );
             let settings = pool;
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections.max(1))
                 .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)))
+                .after_connect(move |connection, _| {
+                    let session = session.clone();
+                    Box::pin(async move {
+                        connection.execute(sqlx::raw_sql(&session)).await?;
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await
                 .context("connecting to PostgreSQL")?;

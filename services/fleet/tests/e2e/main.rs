@@ -20,6 +20,7 @@ mod monitoring;
 mod notify;
 mod openapi;
 mod overload;
+mod pgbouncer;
 mod ratelimit;
 mod rest;
 mod security;

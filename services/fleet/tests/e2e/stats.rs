@@ -14,7 +14,7 @@ use crate::harness::{Api, Fleet, PATIENT_REDIS, Proto, assert_problem, broker_na
 const SETTLES: Duration = Duration::from_secs(15);
 
 /// Reads `path` until `done` holds, boundedly; the last answer.
-async fn until(api: &Api<'_>, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn until(api: &Api<'_>, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
     until_within(api, path, token, SETTLES, done).await
 }
 
