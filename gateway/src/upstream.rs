@@ -231,12 +231,18 @@ pub fn late(service: &str) -> Status {
 }
 
 /// A status tonic made of a transport failure carries its cause as the
-/// source: the client hears only which service failed.
+/// source: the client hears only which service failed. A connection lost
+/// during the call (tonic says `UNKNOWN`) is `UNAVAILABLE`: the service went
+/// away, and the call may succeed once it is back.
 pub fn local(service: &str, status: Status) -> Status {
     if std::error::Error::source(&status).is_none() {
         return status;
     }
-    let mut local = Status::new(status.code(), format!("{service} unavailable"));
+    let code = match status.code() {
+        tonic::Code::Unknown => tonic::Code::Unavailable,
+        code => code,
+    };
+    let mut local = Status::new(code, format!("{service} unavailable"));
     local.set_source(std::sync::Arc::new(status));
     local
 }
@@ -324,3 +330,28 @@ impl Decoder for DynamicDecoder {
 
 /// Shared handle.
 pub type SharedUpstreams = Arc<Upstreams>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_during_a_call_is_unavailable_and_a_services_own_answer_is_kept() {
+        let mut lost = Status::unknown("transport error");
+        lost.set_source(Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        let local = local("users", lost);
+        assert_eq!(local.code(), Code::Unavailable);
+        assert_eq!(local.message(), "users unavailable");
+        // What the service itself answered (no local cause) is passed on.
+        assert_eq!(local_unchanged(Status::unknown("its own")), Code::Unknown);
+        assert_eq!(local_unchanged(Status::internal("its own")), Code::Internal);
+    }
+
+    fn local_unchanged(status: Status) -> Code {
+        local("users", status).code()
+    }
+}

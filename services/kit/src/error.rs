@@ -78,7 +78,8 @@ pub fn forbidden_fields(violations: &Violations) -> Status {
 /// be reached (no connection in time, a connection lost) is `UNAVAILABLE`,
 /// which the gateway answers 503: the request may succeed later as it is.
 /// A statement the server cancelled at its timeout is `DEADLINE_EXCEEDED`
-/// (504). Anything else is `INTERNAL`.
+/// (504). A service this one called that was unavailable or late makes
+/// this call the same. Anything else is `INTERNAL`.
 pub fn internal(err: &anyhow::Error) -> Status {
     if statement_timed_out(err) {
         tracing::warn!(error = format!("{err:#}"), "a statement ran past its timeout");
@@ -87,6 +88,10 @@ pub fn internal(err: &anyhow::Error) -> Status {
     if store_unreachable(err) {
         tracing::warn!(error = format!("{err:#}"), "store unreachable");
         return Status::unavailable("the store is unavailable; try again");
+    }
+    if let Some(code) = dependency_down(err) {
+        tracing::warn!(error = format!("{err:#}"), "a called service failed");
+        return Status::new(code, "a service this call needs is unavailable; try again");
     }
     tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error")
@@ -100,14 +105,31 @@ fn statement_timed_out(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether `err` comes from a store that could not be reached.
+/// Whether `err` comes from a store that could not be reached: no
+/// connection in time, a connection refused or lost, or a server (or a
+/// proxy in front of it) that broke off while the connection was made.
 fn store_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+            Some(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+            )
         )
     })
+}
+
+/// The code of a called service's answer that says "try again": it was
+/// unavailable, or did not answer in time.
+fn dependency_down(err: &anyhow::Error) -> Option<tonic::Code> {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<Status>())
+        .map(Status::code)
+        .find(|code| matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded))
 }
 
 /// The field violations a status carries, for clients and tests.
@@ -144,6 +166,16 @@ mod tests {
                 status.message()
             );
         }
+        // A proxy that accepted the connection and broke it off at once.
+        let cut = anyhow::Error::new(sqlx::Error::Protocol("unexpected response from SSLRequest".into()));
+        assert_eq!(internal(&cut).code(), Code::Unavailable);
+        // A called service that was down, or late, makes this call so too.
+        let down = anyhow::Error::new(Status::unavailable("users down")).context("users service");
+        assert_eq!(internal(&down).code(), Code::Unavailable);
+        let late = anyhow::Error::new(Status::deadline_exceeded("late")).context("users service");
+        assert_eq!(internal(&late).code(), Code::DeadlineExceeded);
+        let failed = anyhow::Error::new(Status::internal("a bug")).context("users service");
+        assert_eq!(internal(&failed).code(), Code::Internal);
         let broken = anyhow::Error::new(sqlx::Error::RowNotFound).context("reading the user");
         assert_eq!(internal(&broken).code(), Code::Internal);
         assert_eq!(internal(&anyhow::anyhow!("a bug")).code(), Code::Internal);
