@@ -177,6 +177,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], stop: Cancel
                 private: true,
                 prefetch: 64,
                 delivery_limit: 0,
+                retry_for: fleet_kit::amqp::RETRY_FOR,
             };
             tokio::spawn(amqp::consume(
                 settings.clone(),

@@ -189,7 +189,14 @@ pub struct Subscription {
     /// it reaches cannot block the queue. Shared queues are quorum queues,
     /// which count returns; private ones ignore this.
     pub delivery_limit: u32,
+    /// How long a delivery whose handling fails transiently (a dependency
+    /// is down) is tried again before it goes back to the queue.
+    pub retry_for: Duration,
 }
+
+/// What consumers wait out with a delivery held: a store or service
+/// restarting.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Hands every event to this process's in-process bus: with RabbitMQ, one
 /// private queue per process feeds the same followers the embedded bus does.

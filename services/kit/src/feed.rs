@@ -45,6 +45,7 @@ pub async fn run(feed: Feed, handler: Arc<dyn EventHandler>, consumer: &'static 
                 private: false,
                 prefetch: PREFETCH,
                 delivery_limit: DELIVERY_LIMIT,
+                retry_for: crate::amqp::RETRY_FOR,
             };
             // The store is what makes a redelivery harmless; the memory of
             // recent ids only spares it the work.

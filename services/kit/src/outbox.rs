@@ -122,8 +122,10 @@ impl std::fmt::Debug for OutboxRelay {
 
 /// How long the relay waits between polls when nobody wakes it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// The longest pause after a failed publish.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest pause after a failed publish: events flow again within
+/// this of the broker's return (one attempt per process this often is
+/// nothing to a broker).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const BATCH: i64 = 100;
 
 impl OutboxRelay {

@@ -43,6 +43,7 @@ fn isolated() -> (AmqpSettings, Subscription, BrokerNames) {
         private: false,
         prefetch: 8,
         delivery_limit: 20,
+        retry_for: fleet_kit::amqp::RETRY_FOR,
     };
     let mut names = BrokerNames::new(&settings.url);
     names
@@ -238,21 +239,27 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_queue() {
 }
 
 #[tokio::test]
-async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
+async fn transient_failures_are_waited_out_and_lasting_ones_go_back_to_the_queue_until_its_limit() {
     if !backend_available("RabbitMQ", BROKER).await {
         return;
     }
+    // Five failures in a row, six seconds (a store restarting): the delivery
+    // is held and tried again until it succeeds; nothing is lost.
     let (settings, sub, _names) = isolated();
-    let mut running = start_consumer(&settings, &sub, 2).await;
+    let mut running = start_consumer(&settings, &sub, 5).await;
     let publisher = AmqpPublisher::new(settings.clone());
     let event = user_event();
     publisher.publish(&event).await.unwrap();
     assert_eq!(next(&mut running).await.id, event.id);
-    assert_eq!(running.calls.load(Ordering::SeqCst), 3, "two failures, then success");
+    assert_eq!(running.calls.load(Ordering::SeqCst), 6, "five failures, then success");
     drop(running);
 
-    // A handler that never succeeds: the event ends in the dead-letter queue.
-    let (settings, sub, _names) = isolated();
+    // A handler that never succeeds: after `retry_for` the delivery goes
+    // back to the queue, and once it has come back past the queue's
+    // delivery limit the broker dead-letters it.
+    let (settings, mut sub, _names) = isolated();
+    sub.retry_for = Duration::from_millis(300);
+    sub.delivery_limit = 1;
     let running = start_consumer(&settings, &sub, u32::MAX).await;
     let doomed = user_event();
     publisher_for(&settings).publish(&doomed).await.unwrap();
@@ -262,10 +269,14 @@ async fn transient_failures_are_retried_and_lasting_ones_dead_lettered() {
     let channel = connection.create_channel().await.unwrap();
     let found = dead_lettered(&channel, &sub)
         .await
-        .expect("dead-lettered after its attempts");
+        .expect("dead-lettered by the broker past the delivery limit");
     assert_eq!(
         found.delivery.properties.message_id().as_ref().map(|s| s.to_string()),
         Some(doomed.id)
+    );
+    assert!(
+        running.calls.load(Ordering::SeqCst) >= 4,
+        "delivered twice, tried at least twice each"
     );
     drop(running);
 }

@@ -85,6 +85,7 @@ async fn a_private_subscription_leaves_no_queue_behind_its_connection() {
         private: true,
         prefetch: 8,
         delivery_limit: 0,
+        retry_for: fleet_kit::amqp::RETRY_FOR,
     };
     let direct = AmqpSettings::default().url;
     let mut names = BrokerNames::new(&direct);

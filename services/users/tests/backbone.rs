@@ -84,6 +84,7 @@ async fn events_wait_in_the_outbox_while_rabbitmq_is_cut_and_arrive_exactly_once
             private: true,
             prefetch: 16,
             delivery_limit: 0,
+            retry_for: fleet_kit::amqp::RETRY_FOR,
         };
         tokio::spawn(consume(
             direct.clone(),

@@ -265,10 +265,10 @@ async fn with_rabbitmq_cut_events_wait_and_the_figures_catch_up_exactly() {
 
     relay.set_cut(false);
     // The outbox relay and the consumer each back off while the broker is
-    // away, doubling up to 30 s; on a loaded machine the logins above can
-    // keep the cut long enough for either to sleep well past it. Catching
-    // up is what is asserted, within both backoffs' cap.
-    let reconnected = 2 * Duration::from_secs(30) + SETTLES;
+    // away, doubling up to 5 s; on a loaded machine the logins above can
+    // keep the cut long enough for either to sleep past it. Catching up is
+    // what is asserted, within both backoffs' cap.
+    let reconnected = 2 * Duration::from_secs(5) + SETTLES;
     let user = until_within(&api, "/api/v1/stats/user", &token, reconnected, |s| {
         s["events_total"] == 8
     })

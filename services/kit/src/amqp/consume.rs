@@ -1,7 +1,8 @@
 //! Consuming from the backbone: a queue declared with its dead-letter queue
 //! (shared queues are quorum queues), deliveries handled in batches or one
-//! at a time with retries, acknowledged or dead-lettered, and a reconnect
-//! with backoff whenever the connection goes.
+//! at a time with retries, acknowledged, returned to the queue (a failure
+//! that lasts: a dependency is down) or dead-lettered (refused), and a
+//! reconnect with backoff whenever the connection goes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,9 +42,11 @@ async fn lost(connection: &Connection, channel: &Channel) {
     }
 }
 
-/// Attempts per delivery before a transient failure is dead-lettered.
-const ATTEMPTS: u32 = 4;
-const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest pause between two tries of a delivery that fails transiently.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// The longest wait between reconnects: a consumer is back within this of
+/// the broker's return.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 /// The wait before reconnecting after a connection that was consuming.
 const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -366,7 +369,7 @@ async fn handle_batch(
 }
 
 /// Handles one decoded delivery: skips what was processed already, retries
-/// transient failures, acknowledges or dead-letters.
+/// transient failures, acknowledges, returns to the queue or dead-letters.
 async fn handle_delivery(
     delivery: lapin::message::Delivery,
     event: &Event,
@@ -389,18 +392,25 @@ async fn handle_delivery(
             .context("acknowledging")?;
         return Ok(());
     }
-    let mut attempt = 1;
+    // A transient failure is tried again in place, with backoff, for
+    // `retry_for`: a dependency that is down (a store restarting) is waited
+    // out with the delivery held, and nothing is lost. A failure that lasts
+    // longer sends the delivery back to the queue; on a shared queue, the
+    // broker dead-letters one returned past its delivery limit.
+    let started = tokio::time::Instant::now();
+    let mut attempt: u32 = 1;
     let outcome = loop {
         match handler.handle(event).await {
             Ok(()) => break Ok(()),
-            Err(HandleError::Retry(err)) if attempt < ATTEMPTS => {
+            Err(HandleError::Retry(err)) if attempt == 1 || started.elapsed() < sub.retry_for => {
                 tracing::warn!(
                     event_id = event.id,
                     attempt,
                     error = format!("{err:#}"),
                     "event handling failed; retrying"
                 );
-                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+                let pause = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(MAX_RETRY_PAUSE);
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(err) => break Err(err),
@@ -415,6 +425,20 @@ async fn handle_delivery(
                 .await
                 .context("acknowledging")?;
             crate::metrics::events().consumed.get_or_create(&queue_label).inc();
+        }
+        Err(HandleError::Retry(err)) => {
+            tracing::warn!(
+                event_id = event.id,
+                queue = sub.queue,
+                error = format!("{err:#}"),
+                "event returned to the queue after failing for {:?}",
+                sub.retry_for
+            );
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            delivery.acker.nack(requeue).await.context("returning to the queue")?;
         }
         Err(err) => {
             tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
