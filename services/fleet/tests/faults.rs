@@ -1,0 +1,339 @@
+//! The fault suite: the fleet as six `--target` processes on PostgreSQL,
+//! Redis and RabbitMQ (each reached through a relay the suite can cut),
+//! under a bounded mixed load of registrations, logins, profile updates and
+//! reads through the gateway, while parts of it fail one at a time: every
+//! component killed (`kill -9`) and restarted, and each backend's
+//! connections cut for 10 s. Then nothing acknowledged may be lost, no
+//! event counted twice, no request held past the gateway's deadline, and no
+//! process may have grown its file descriptors or memory. It prints a table
+//! of each fault.
+//!
+//! A test binary of its own, so that it runs beside no other test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+#[path = "e2e/harness.rs"]
+mod harness;
+
+#[path = "faults/load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
+
+use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
+
+use crate::{
+    harness::{Api, Fleet, Proto, Split, broker_names},
+    load::{Load, Tally},
+};
+
+/// How long a backend is cut.
+const CUT: Duration = Duration::from_secs(10);
+/// Load before each fault, and after its part is back.
+const CALM: Duration = Duration::from_secs(2);
+/// The longest a request may take: the gateway's deadline (10 s) and a margin.
+const HUNG: Duration = Duration::from_secs(12);
+/// What "healthy again within 15 s of the part's return" allows.
+const RECOVERS: Duration = Duration::from_secs(15);
+
+enum Fault {
+    Kill(&'static str),
+    Cut(&'static str),
+}
+
+impl Fault {
+    fn name(&self) -> String {
+        match self {
+            Fault::Kill(component) => format!("kill -9 {component}"),
+            Fault::Cut(backend) => format!("cut {backend} for {}s", CUT.as_secs()),
+        }
+    }
+}
+
+struct Row {
+    fault: String,
+    /// From the fault to the part's return (a cut's length, a restart's).
+    outage: Duration,
+    /// From the fault's start to the end of the calm after it.
+    window: (Instant, Instant),
+    sent: u64,
+    failed: u64,
+    recovered_in: Duration,
+}
+
+fn component<'a>(split: &'a mut Split, name: &str) -> &'a mut Fleet {
+    match name {
+        "users" => &mut split.users,
+        "auth" => &mut split.auth,
+        "stats" => &mut split.stats,
+        "transfer" => &mut split.transfer,
+        "notify" => &mut split.notify,
+        "gateway" => &mut split.gateway,
+        other => panic!("no component {other}"),
+    }
+}
+
+/// File descriptors and resident memory (KiB) of a process.
+fn footprint(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+/// Time until a signed-in read answers again through the gateway, and the
+/// services' readiness says ready.
+async fn recovery(split: &Split, token: &str) -> Duration {
+    let started = Instant::now();
+    let api = Api::new(&split.gateway, Proto::Http1);
+    loop {
+        let read = api
+            .client
+            .get(split.gateway.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .send();
+        let ok = tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .is_ok_and(|r| r.is_ok_and(|r| r.status() == 200));
+        let ready = split.gateway.readiness().await.is_some_and(|(status, _)| status == 200);
+        if ok && ready {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not healthy a minute after the part returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Time until a new login of the probe reaches stats through the broker.
+async fn events_flow(split: &Split) -> Duration {
+    let started = Instant::now();
+    let api = Api::new(&split.gateway, Proto::Http1);
+    let tokens = api.login("probe@example.com").await;
+    let token = tokens["access_token"].as_str().unwrap();
+    loop {
+        let figures = api
+            .call(reqwest::Method::GET, "/api/v1/stats/user", Some(token), None)
+            .await;
+        // The probe's first login was counted before the faults began.
+        if figures.body["logins_total"].as_u64().unwrap_or(0) >= 2 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "events not flowing 90 s after the broker returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() {
+    if !backend_available("RabbitMQ", "127.0.0.1:5672").await || !backend_available("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    let Some(db) = database(TestBackend::Postgres).await else {
+        return;
+    };
+    let relays = [
+        ("PostgreSQL", TcpRelay::start("127.0.0.1:5432").await),
+        ("RabbitMQ", TcpRelay::start("127.0.0.1:5672").await),
+        ("Redis", TcpRelay::start("127.0.0.1:6379").await),
+    ];
+    let database_url = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relays[0].1.port), 1);
+    let amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relays[1].1.port);
+    let redis_url = format!("redis://127.0.0.1:{}", relays[2].1.port);
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let exchange = format!("fleet.test.{id}");
+    let _names = broker_names(&exchange);
+    let (dead, stats_queue, notify_queue, prefix) = (
+        format!("{exchange}.dead"),
+        format!("{exchange}.stats"),
+        format!("{exchange}.notify"),
+        format!("fleet-test:{id}:"),
+    );
+    let env = [
+        ("FLEET_DATABASE_URL", database_url.as_str()),
+        ("FLEET_AMQP_URL", amqp_url.as_str()),
+        ("FLEET_REDIS_URL", redis_url.as_str()),
+        ("FLEET_EVENTS__EXCHANGE", exchange.as_str()),
+        ("FLEET_EVENTS__DEAD_LETTER_EXCHANGE", dead.as_str()),
+        ("FLEET_STATS__QUEUE", stats_queue.as_str()),
+        ("FLEET_NOTIFY__QUEUE", notify_queue.as_str()),
+        ("FLEET_GATEWAY__CACHE__KEY_PREFIX", prefix.as_str()),
+    ];
+    let mut split = Fleet::split(&env).await;
+    let (_, probe) = Api::new(&split.gateway, Proto::Http1)
+        .signed_in("probe@example.com", "Probe")
+        .await;
+
+    let tally = Tally::default();
+    let load = Load::start(&split.gateway, tally.clone(), 4);
+    tokio::time::sleep(CALM).await;
+
+    // Backends first, while every process is the one that started: their
+    // descriptors and memory are compared across the cuts.
+    let pids: Vec<(&str, u32)> = ["users", "auth", "stats", "transfer", "notify", "gateway"]
+        .into_iter()
+        .map(|name| (name, component(&mut split, name).pid()))
+        .collect();
+    let before: Vec<(usize, u64)> = pids.iter().map(|(_, pid)| footprint(*pid)).collect();
+    let faults = [
+        Fault::Cut("PostgreSQL"),
+        Fault::Cut("RabbitMQ"),
+        Fault::Cut("Redis"),
+        Fault::Kill("users"),
+        Fault::Kill("auth"),
+        Fault::Kill("stats"),
+        Fault::Kill("transfer"),
+        Fault::Kill("notify"),
+        Fault::Kill("gateway"),
+    ];
+    let mut rows = Vec::new();
+    let mut after_cuts = Vec::new();
+    for fault in &faults {
+        let start = tally.snapshot();
+        let began = Instant::now();
+        match fault {
+            Fault::Cut(backend) => {
+                let relay = &relays.iter().find(|(name, _)| name == backend).unwrap().1;
+                relay.set_cut(true);
+                tokio::time::sleep(CUT).await;
+                relay.set_cut(false);
+            }
+            Fault::Kill(name) => {
+                tally.set_gateway_down(*name == "gateway");
+                component(&mut split, name).restart().await;
+            }
+        }
+        let outage = began.elapsed();
+        let mut recovered_in = recovery(&split, &probe).await;
+        if matches!(fault, Fault::Cut("RabbitMQ")) {
+            // Healthy means events flow again, too.
+            recovered_in = recovered_in.max(events_flow(&split).await);
+        }
+        tally.set_gateway_down(false);
+        tokio::time::sleep(CALM).await;
+        let during = tally.snapshot().since(&start);
+        rows.push(Row {
+            fault: fault.name(),
+            outage,
+            window: (began, Instant::now()),
+            sent: during.sent,
+            failed: during.failed,
+            recovered_in,
+        });
+        if matches!(fault, Fault::Cut("Redis")) {
+            after_cuts = pids.iter().map(|(_, pid)| footprint(*pid)).collect();
+        }
+    }
+    load.stop().await;
+
+    // What every client was told, against what the fleet holds.
+    let api = Api::new(&split.gateway, Proto::Http1);
+    let lost = tally.lost_writes(&api).await;
+    let (lost_events, doubled_events, accounts_off) = tally.events(&api).await;
+    for (email, at) in &accounts_off {
+        let during = at.and_then(|at| rows.iter().find(|r| r.window.0 <= at && at <= r.window.1));
+        println!(
+            "stats is off for {email}, logged in during: {}",
+            during.map_or("no fault", |r| r.fault.as_str())
+        );
+    }
+
+    println!(
+        "\n{:<24} {:>8} {:>8} {:>10} {:>12}",
+        "fault", "sent", "failed", "outage", "recovered"
+    );
+    for row in &rows {
+        println!(
+            "{:<24} {:>8} {:>8} {:>8.1} s {:>10.1} s",
+            row.fault,
+            row.sent,
+            row.failed,
+            row.outage.as_secs_f64(),
+            row.recovered_in.as_secs_f64()
+        );
+    }
+    // Checked once the load has stopped: a check beside running clients
+    // would race their renames.
+    println!(
+        "lost after recovery, all faults: {} acknowledged writes, {} logins stats never counted, {} counted twice",
+        lost.len(),
+        lost_events,
+        doubled_events
+    );
+    println!("slowest request: {:.1} s", tally.slowest().as_secs_f64());
+    for ((name, _), (before, after)) in pids.iter().zip(before.iter().zip(&after_cuts)) {
+        println!(
+            "{name}: {} → {} descriptors, {} → {} MiB across the cuts",
+            before.0,
+            after.0,
+            before.1 / 1024,
+            after.1 / 1024
+        );
+    }
+
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(
+        (lost_events, doubled_events),
+        (0, 0),
+        "each login counted once by stats"
+    );
+    let slowest = tally.slowest();
+    assert!(
+        slowest < HUNG,
+        "a request was held {slowest:?}, past the gateway's deadline"
+    );
+    let unexpected = tally.unexpected_statuses();
+    if !unexpected.is_empty() {
+        for name in ["users", "auth", "stats", "transfer", "notify", "gateway"] {
+            let log = component(&mut split, name).log();
+            let mut seen: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("internal"))
+                .collect();
+            seen.dedup();
+            for line in seen.iter().take(4) {
+                println!("{name}: {}", &line[..line.len().min(600)]);
+            }
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} failures other than 503/504 problem answers, the first: {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
+    for row in &rows {
+        assert!(
+            row.recovered_in < RECOVERS,
+            "{}: healthy again only after {:?}",
+            row.fault,
+            row.recovered_in
+        );
+    }
+    for ((name, _), (before, after)) in pids.iter().zip(before.iter().zip(&after_cuts)) {
+        assert!(
+            after.0 <= before.0 + 32,
+            "{name} kept descriptors: {} → {}",
+            before.0,
+            after.0
+        );
+        assert!(
+            after.1 <= before.1 + 64 * 1024,
+            "{name} grew: {} → {} KiB",
+            before.1,
+            after.1
+        );
+    }
+}
