@@ -1,9 +1,10 @@
 //! The fault suite: the fleet as six `--target` processes on PostgreSQL,
-//! Redis and RabbitMQ (each reached through a relay the suite can cut),
-//! under a bounded mixed load of registrations, logins, profile updates and
-//! reads through the gateway, while parts of it fail one at a time: every
-//! component killed (`kill -9`) and restarted, and each backend's
-//! connections cut for 10 s. Then nothing acknowledged may be lost, no
+//! Redis and RabbitMQ (each reached through a relay the suite can cut; the
+//! PostgreSQL and the Redis are the suite's own), under a bounded mixed load
+//! of registrations, logins, profile updates and reads through the gateway,
+//! while parts of it fail one at a time: each backend's connections cut for
+//! 10 s, the suite's PostgreSQL and Redis restarted, and every component
+//! killed (`kill -9`) and restarted. Then nothing acknowledged may be lost, no
 //! event counted twice, no request held past the gateway's deadline, and no
 //! process may have grown its file descriptors or memory. It prints a table
 //! of each fault.
@@ -21,10 +22,13 @@ mod load;
 
 use std::time::{Duration, Instant};
 
-use fleet_kit::testing::{TcpRelay, TestBackend, backend_available, database};
+use fleet_kit::testing::{
+    TcpRelay,
+    own_servers::{OwnPostgres, OwnRabbitMq, OwnRedis},
+};
 
 use crate::{
-    harness::{Api, Fleet, Proto, Split, broker_names},
+    harness::{Api, Fleet, Proto, Split},
     load::{Load, Tally},
 };
 
@@ -40,6 +44,7 @@ const RECOVERS: Duration = Duration::from_secs(15);
 enum Fault {
     Kill(&'static str),
     Cut(&'static str),
+    Restart(&'static str),
 }
 
 impl Fault {
@@ -47,6 +52,7 @@ impl Fault {
         match self {
             Fault::Kill(component) => format!("kill -9 {component}"),
             Fault::Cut(backend) => format!("cut {backend} for {}s", CUT.as_secs()),
+            Fault::Restart(backend) => format!("restart {backend}"),
         }
     }
 }
@@ -112,8 +118,9 @@ async fn recovery(split: &Split, token: &str) -> Duration {
     }
 }
 
-/// Time until a new login of the probe reaches stats through the broker.
-async fn events_flow(split: &Split) -> Duration {
+/// Time until a new login of the probe (its `nth`) reaches stats through
+/// the broker.
+async fn events_flow(split: &Split, nth: u64) -> Duration {
     let started = Instant::now();
     let api = Api::new(&split.gateway, Proto::Http1);
     let tokens = api.login("probe@example.com").await;
@@ -122,8 +129,7 @@ async fn events_flow(split: &Split) -> Duration {
         let figures = api
             .call(reqwest::Method::GET, "/api/v1/stats/user", Some(token), None)
             .await;
-        // The probe's first login was counted before the faults began.
-        if figures.body["logins_total"].as_u64().unwrap_or(0) >= 2 {
+        if figures.body["logins_total"].as_u64().unwrap_or(0) >= nth {
             return started.elapsed();
         }
         assert!(
@@ -136,25 +142,36 @@ async fn events_flow(split: &Split) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() {
-    if !backend_available("RabbitMQ", "127.0.0.1:5672").await || !backend_available("Redis", "127.0.0.1:6379").await {
+    let Some(rabbitmq) = tokio::task::spawn_blocking(OwnRabbitMq::start).await.unwrap() else {
         return;
-    }
-    let Some(db) = database(TestBackend::Postgres).await else {
+    };
+    let Some(postgres) = tokio::task::spawn_blocking(OwnPostgres::start).await.unwrap() else {
+        return;
+    };
+    let Some(mut redis) = OwnRedis::start() else {
         return;
     };
     let relays = [
-        ("PostgreSQL", TcpRelay::start("127.0.0.1:5432").await),
-        ("RabbitMQ", TcpRelay::start("127.0.0.1:5672").await),
-        ("Redis", TcpRelay::start("127.0.0.1:6379").await),
+        (
+            "PostgreSQL",
+            TcpRelay::start(&format!("127.0.0.1:{}", postgres.port)).await,
+        ),
+        (
+            "RabbitMQ",
+            TcpRelay::start(&format!("127.0.0.1:{}", rabbitmq.port)).await,
+        ),
+        ("Redis", TcpRelay::start(&format!("127.0.0.1:{}", redis.port)).await),
     ];
-    let database_url = db
-        .url
-        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relays[0].1.port), 1);
+    let database_url = postgres.url("postgres").replacen(
+        &format!("127.0.0.1:{}", postgres.port),
+        &format!("127.0.0.1:{}", relays[0].1.port),
+        1,
+    );
     let amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relays[1].1.port);
     let redis_url = format!("redis://127.0.0.1:{}", relays[2].1.port);
+    // The node is the suite's own: the names need no clean-up.
     let id = uuid::Uuid::now_v7().simple().to_string();
     let exchange = format!("fleet.test.{id}");
-    let _names = broker_names(&exchange);
     let (dead, stats_queue, notify_queue, prefix) = (
         format!("{exchange}.dead"),
         format!("{exchange}.stats"),
@@ -175,6 +192,7 @@ async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() 
     let (_, probe) = Api::new(&split.gateway, Proto::Http1)
         .signed_in("probe@example.com", "Probe")
         .await;
+    let mut probe_logins = 1;
 
     let tally = Tally::default();
     let load = Load::start(&split.gateway, tally.clone(), 4);
@@ -191,6 +209,9 @@ async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() 
         Fault::Cut("PostgreSQL"),
         Fault::Cut("RabbitMQ"),
         Fault::Cut("Redis"),
+        Fault::Restart("PostgreSQL"),
+        Fault::Restart("Redis"),
+        Fault::Restart("RabbitMQ"),
         Fault::Kill("users"),
         Fault::Kill("auth"),
         Fault::Kill("stats"),
@@ -210,6 +231,9 @@ async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() 
                 tokio::time::sleep(CUT).await;
                 relay.set_cut(false);
             }
+            Fault::Restart("PostgreSQL") => tokio::task::block_in_place(|| postgres.restart()),
+            Fault::Restart("RabbitMQ") => tokio::task::block_in_place(|| rabbitmq.restart()),
+            Fault::Restart(_) => tokio::task::block_in_place(|| redis.restart()),
             Fault::Kill(name) => {
                 tally.set_gateway_down(*name == "gateway");
                 component(&mut split, name).restart().await;
@@ -217,9 +241,10 @@ async fn nothing_acknowledged_is_lost_when_parts_of_the_fleet_fail_under_load() 
         }
         let outage = began.elapsed();
         let mut recovered_in = recovery(&split, &probe).await;
-        if matches!(fault, Fault::Cut("RabbitMQ")) {
+        if matches!(fault, Fault::Cut("RabbitMQ") | Fault::Restart("RabbitMQ")) {
             // Healthy means events flow again, too.
-            recovered_in = recovered_in.max(events_flow(&split).await);
+            probe_logins += 1;
+            recovered_in = recovered_in.max(events_flow(&split, probe_logins).await);
         }
         tally.set_gateway_down(false);
         tokio::time::sleep(CALM).await;

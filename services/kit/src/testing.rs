@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod broker;
+pub mod own_servers;
 pub mod pgbouncer;
 pub mod redis_cluster;
 pub mod sockets;
