@@ -14,7 +14,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -83,6 +83,9 @@ pub struct CacheKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Miss {
     local: u64,
+    /// When the lookup was made (milliseconds, the injected clock): what is
+    /// stored after it was read from upstream after this moment.
+    looked_up_ms: i64,
     /// The tag's Redis generation; `None` when Redis did not answer, and
     /// then nothing is stored there.
     shared: Option<String>,
@@ -131,6 +134,9 @@ pub struct ResponseCache {
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
+    /// Shared entries looked up before this moment (milliseconds) are not
+    /// served: this replica missed events until then.
+    trusted_from_ms: AtomicI64,
 }
 
 struct RedisTier {
@@ -193,6 +199,7 @@ impl ResponseCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
+            trusted_from_ms: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -291,7 +298,11 @@ impl ResponseCache {
                     .insert(key.id.clone(), key.tag.clone(), hit.body.clone(), expires_at, seen);
                 Ok(hit)
             }
-            None => Err(Miss { local: seen, shared }),
+            None => Err(Miss {
+                local: seen,
+                looked_up_ms: now.timestamp_millis(),
+                shared,
+            }),
         }
     }
 
@@ -306,11 +317,22 @@ impl ResponseCache {
             .invoke_async(&mut connection)
             .await;
         self.report(&answer);
-        let (generation, body, ttl_ms) = answer.ok()?;
-        let hit = body.map(|body| Hit {
-            body: Bytes::from(body),
-            ttl_secs: ttl_ms / 1000,
-        });
+        let (generation, value, ttl_ms) = answer.ok()?;
+        // An entry looked up before this replica last caught up with missed
+        // events may hold what one of them changed: not trusted.
+        let trusted_from = self.trusted_from_ms.load(Ordering::Relaxed);
+        let hit = value
+            .filter(|value| value.len() >= 8)
+            .map(|mut value| {
+                let body = value.split_off(8);
+                let looked_up_ms = i64::from_be_bytes(value.try_into().unwrap_or([0; 8]));
+                (looked_up_ms, body)
+            })
+            .filter(|(looked_up_ms, _)| *looked_up_ms >= trusted_from)
+            .map(|(_, body)| Hit {
+                body: Bytes::from(body),
+                ttl_secs: ttl_ms / 1000,
+            });
         Some((generation, hit))
     }
 
@@ -327,9 +349,13 @@ impl ResponseCache {
             return;
         };
         let ttl_ms = u64::try_from(key.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        // The entry says when its answer was looked up (see `trusted_from_ms`).
+        let mut value = Vec::with_capacity(8 + body.len());
+        value.extend_from_slice(&miss.looked_up_ms.to_be_bytes());
+        value.extend_from_slice(&body);
         let stored = redis::cmd("SET")
             .arg(format!("{}:{generation}", self.entry_key(key)))
-            .arg(body.as_ref())
+            .arg(value)
             .arg("PX")
             .arg(ttl_ms)
             .query_async::<()>(&mut connection)
@@ -341,8 +367,13 @@ impl ResponseCache {
     /// stores its answer under: the generations now.
     pub async fn bypass(&self, key: &CacheKey) -> Miss {
         let local = self.local.now();
+        let looked_up_ms = self.clock.now().timestamp_millis();
         let Some(mut connection) = self.connection().await else {
-            return Miss { local, shared: None };
+            return Miss {
+                local,
+                looked_up_ms,
+                shared: None,
+            };
         };
         let generation: redis::RedisResult<Option<String>> = redis::cmd("GET")
             .arg(self.generation_key(&key.tag))
@@ -350,7 +381,11 @@ impl ResponseCache {
             .await;
         self.report(&generation);
         let shared = generation.ok().map(|g| g.unwrap_or_else(|| "0".into()));
-        Miss { local, shared }
+        Miss {
+            local,
+            looked_up_ms,
+            shared,
+        }
     }
 
     /// Empties a tag: the shared generation moves on and this replica's
@@ -368,9 +403,13 @@ impl ResponseCache {
         self.report(&bumped);
     }
 
-    /// Events were missed: every in-process entry is stale, and so is the
-    /// shared users list (the missed per-user tags cannot be named).
+    /// Events were missed: every in-process entry is stale, so is the shared
+    /// users list, and no shared entry looked up before now is trusted by
+    /// this replica (the missed per-user tags cannot be named; their
+    /// generations were not moved on).
     pub async fn missed_events(&self) {
+        self.trusted_from_ms
+            .store(self.clock.now().timestamp_millis(), Ordering::Relaxed);
         self.local.invalidate_all();
         self.invalidate("users").await;
     }
@@ -528,6 +567,40 @@ mod tests {
         let miss = two.get(&key).await.unwrap_err();
         two.put(&key, &miss, Bytes::from_static(b"new")).await;
         assert_eq!(shared().get(&key).await.unwrap().body, Bytes::from_static(b"new"));
+    }
+
+    #[tokio::test]
+    async fn after_missing_events_a_replica_serves_no_shared_entry_looked_up_before() {
+        if !fleet_kit::testing::backend_available("Redis", "127.0.0.1:6379").await {
+            return;
+        }
+        let mut settings = CacheSettings {
+            key_prefix: format!("fleet-test:{}:", Uuid::now_v7()),
+            ..CacheSettings::default()
+        };
+        settings.routes.insert("/api/v1/stats/user".into(), 3600);
+        let clock = ManualClock::new(Utc::now());
+        let replica = || {
+            let link = RedisLink::open("redis://127.0.0.1:6379", Duration::from_secs(2)).unwrap();
+            ResponseCache::new(settings.clone(), Some(Arc::new(link)), Arc::new(clock.clone()))
+        };
+        let (one, two) = (replica(), replica());
+        let key = one
+            .key("/api/v1/stats/user", "/api/v1/stats/user", None, Some("bob"), "user")
+            .unwrap();
+        let miss = one.get(&key).await.unwrap_err();
+        one.put(&key, &miss, Bytes::from_static(b"before")).await;
+        assert!(two.get(&key).await.is_ok(), "shared");
+
+        // The broker went away: an event about bob (a tag no replica can
+        // name afterwards) was missed by every replica.
+        clock.advance(chrono::Duration::seconds(5));
+        let fresh = replica();
+        fresh.missed_events().await;
+        assert!(fresh.get(&key).await.is_err(), "looked up before it caught up");
+        let miss = fresh.get(&key).await.unwrap_err();
+        fresh.put(&key, &miss, Bytes::from_static(b"after")).await;
+        assert_eq!(replica().get(&key).await.unwrap().body, Bytes::from_static(b"after"));
     }
 
     #[tokio::test]

@@ -63,6 +63,9 @@ pub struct Deps {
     pub metrics: GatewayMetrics,
     /// Domain events (the process's bus), which invalidate the cache.
     pub events: Option<broadcast::Receiver<Arc<Event>>>,
+    /// Changes when events may have been missed (the process's consumer
+    /// reconnected): the cache then trusts nothing it looked up before.
+    pub missed_events: Option<tokio::sync::watch::Receiver<u64>>,
     /// Probes of the stores and brokers the fleet uses (the gateway adds
     /// its services and Redis itself).
     pub probes: Vec<Arc<dyn Probe>>,
@@ -165,6 +168,7 @@ pub fn gateway(deps: &Deps) -> anyhow::Result<Gateway> {
 struct CacheInvalidation {
     cache: Arc<ResponseCache>,
     events: std::sync::Mutex<Option<broadcast::Receiver<Arc<Event>>>>,
+    missed: std::sync::Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
 }
 
 #[async_trait]
@@ -173,9 +177,24 @@ impl BackgroundService for CacheInvalidation {
         let Some(mut events) = self.events.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
+        let mut missed = self.missed.lock().unwrap_or_else(|p| p.into_inner()).take();
         loop {
+            let missed_changed = async {
+                match missed.as_mut() {
+                    Some(missed) => missed.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
+                changed = missed_changed => {
+                    if changed {
+                        tracing::warn!("events were missed while the broker was away; emptying the cache");
+                        self.cache.missed_events().await;
+                    } else {
+                        missed = None;
+                    }
+                }
                 event = events.recv() => match event {
                     Ok(event) => self.cache.apply(&event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -198,6 +217,7 @@ pub fn run(mut deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let invalidation = CacheInvalidation {
         cache: gateway.cache.clone(),
         events: std::sync::Mutex::new(deps.events.take()),
+        missed: std::sync::Mutex::new(deps.missed_events.take()),
     };
     let conf = ServerConf {
         threads: deps.settings.threads.max(1),

@@ -328,7 +328,7 @@ pub async fn run(mut config: FleetConfig, components: &[Component], stop: Cancel
             components.len() > 1,
             revoked.clone(),
             clock.clone(),
-            bus.subscribe(),
+            &bus,
             gateway_metrics,
             process,
         )?;
@@ -474,7 +474,8 @@ fn service_verifier(
 
 /// This process's followers of RabbitMQ events: the in-process bus, and
 /// the revoked sessions, which read auth's whole list again after a
-/// reconnection (a private queue loses what was published meanwhile).
+/// reconnection (a private queue loses what was published meanwhile); the
+/// bus tells its followers (the gateway's cache) that events were missed.
 struct Followers {
     bus: ForwardToBus,
     revoked: RevokedSessions,
@@ -488,6 +489,8 @@ impl fleet_kit::amqp::EventHandler for Followers {
 
     fn reconnected(&self) {
         self.revoked.resync_now();
+        // The gateway's cache missed invalidations too.
+        self.bus.0.missed();
     }
 }
 
@@ -499,7 +502,7 @@ fn gateway_deps(
     monolithic: bool,
     revoked: RevokedSessions,
     clock: SharedClock,
-    events: tokio::sync::broadcast::Receiver<Arc<fleet_proto::events::v1::Event>>,
+    bus: &InProcessBus,
     metrics: fleet_gateway::metrics::GatewayMetrics,
     process: Arc<ProcessMonitor>,
 ) -> anyhow::Result<fleet_gateway::Deps> {
@@ -546,7 +549,8 @@ fn gateway_deps(
         revoked,
         clock,
         redis_url: config.redis_url.as_ref().map(|url| url.expose().to_string()),
-        events: Some(events),
+        events: Some(bus.subscribe()),
+        missed_events: Some(bus.subscribe_missed()),
         metrics,
         probes: backend_probes(config),
         process,

@@ -56,6 +56,9 @@ pub trait EventPublisher: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Counts the times events may have been missed (a consumer that fed
+    /// the bus reconnected: what was published meanwhile never came).
+    missed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for InProcessBus {
@@ -68,12 +71,26 @@ impl InProcessBus {
     /// A bus that buffers up to `capacity` events per slow subscriber.
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity);
-        Self { tx }
+        let (missed, _) = tokio::sync::watch::channel(0);
+        Self {
+            tx,
+            missed: Arc::new(missed),
+        }
     }
 
     /// Receives every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Tells every follower that events may have been missed.
+    pub fn missed(&self) {
+        self.missed.send_modify(|times| *times += 1);
+    }
+
+    /// Changes each time events may have been missed.
+    pub fn subscribe_missed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.missed.subscribe()
     }
 }
 
