@@ -106,20 +106,23 @@ fn statement_timed_out(err: &anyhow::Error) -> bool {
 }
 
 /// Whether `err` comes from a store that could not be reached: no
-/// connection in time, a connection refused or lost, or a server (or a
-/// proxy in front of it) that broke off while the connection was made.
+/// connection in time, a connection refused or lost, a server (or a proxy
+/// in front of it) that broke off while the connection was made, or a
+/// server that ended the session because it is stopping or starting
+/// (SQLSTATE class 08, and 57P01–57P03).
 fn store_unreachable(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sqlx::Error>(),
-            Some(
-                sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-            )
-        )
+    err.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_),
+        ) => true,
+        Some(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")),
+        _ => false,
     })
 }
 

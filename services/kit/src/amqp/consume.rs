@@ -96,6 +96,24 @@ pub async fn consume(
     }
 }
 
+/// How long an acknowledgement (or a return, or a dead-lettering) may take
+/// to be sent: on a connection that died under it, lapin may never answer,
+/// and a consumer waiting on it would never notice the loss and reconnect.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settles a delivery within [`SETTLE_TIMEOUT`]; a delivery left unsettled
+/// comes again after the reconnect, and handlers are idempotent.
+async fn settle<T>(
+    settling: impl std::future::Future<Output = Result<T, lapin::Error>>,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(SETTLE_TIMEOUT, settling)
+        .await
+        .with_context(|| format!("{what} timed out"))?
+        .context(what)?;
+    Ok(())
+}
+
 /// Declares the queue with its dead-letter queue and bindings.
 /// Shared queues are quorum queues: replicated across a cluster's nodes,
 /// and counting each message's returns for `x-delivery-limit`.
@@ -268,7 +286,7 @@ async fn consume_once(
                         requeue: false,
                         ..BasicNackOptions::default()
                     };
-                    delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                    settle(delivery.acker.nack(dead_letter), "dead-lettering").await?;
                     crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
                 }
             }
@@ -303,11 +321,7 @@ async fn handle_batch(
     let mut fresh = Vec::with_capacity(decoded.len());
     for (delivery, event) in decoded {
         if processed.seen(&event.id).await? {
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .context("acknowledging")?;
+            settle(delivery.acker.ack(BasicAckOptions::default()), "acknowledging").await?;
         } else {
             fresh.push((delivery, event));
         }
@@ -330,7 +344,7 @@ async fn handle_batch(
             processed.remember(&event.id).await?;
         }
         let all = BasicAckOptions { multiple: true };
-        last.acker.ack(all).await.context("acknowledging")?;
+        settle(last.acker.ack(all), "acknowledging").await?;
         crate::metrics::events()
             .consumed
             .get_or_create(&queue_label)
@@ -341,11 +355,7 @@ async fn handle_batch(
         match result {
             Ok(()) => {
                 processed.remember(&event.id).await?;
-                delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .context("acknowledging")?;
+                settle(delivery.acker.ack(BasicAckOptions::default()), "acknowledging").await?;
                 crate::metrics::events().consumed.get_or_create(&queue_label).inc();
             }
             Err(HandleError::Retry(_)) => {
@@ -360,7 +370,7 @@ async fn handle_batch(
                     requeue: false,
                     ..BasicNackOptions::default()
                 };
-                delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+                settle(delivery.acker.nack(dead_letter), "dead-lettering").await?;
                 crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
             }
         }
@@ -385,11 +395,7 @@ async fn handle_delivery(
         ..BasicNackOptions::default()
     };
     if processed.seen(&event.id).await? {
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .context("acknowledging")?;
+        settle(delivery.acker.ack(BasicAckOptions::default()), "acknowledging").await?;
         return Ok(());
     }
     // A transient failure is tried again in place, with backoff, for
@@ -419,11 +425,7 @@ async fn handle_delivery(
     match outcome {
         Ok(()) => {
             processed.remember(&event.id).await?;
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .context("acknowledging")?;
+            settle(delivery.acker.ack(BasicAckOptions::default()), "acknowledging").await?;
             crate::metrics::events().consumed.get_or_create(&queue_label).inc();
         }
         Err(HandleError::Retry(err)) => {
@@ -438,11 +440,11 @@ async fn handle_delivery(
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            delivery.acker.nack(requeue).await.context("returning to the queue")?;
+            settle(delivery.acker.nack(requeue), "returning to the queue").await?;
         }
         Err(err) => {
             tracing::error!(event_id = event.id, queue = sub.queue, error = %err, "event dead-lettered");
-            delivery.acker.nack(dead_letter).await.context("dead-lettering")?;
+            settle(delivery.acker.nack(dead_letter), "dead-lettering").await?;
             crate::metrics::events().dead_lettered.get_or_create(&queue_label).inc();
         }
     }
