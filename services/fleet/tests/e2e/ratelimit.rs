@@ -129,29 +129,10 @@ async fn the_101st_request_of_a_user_is_refused_while_another_user_goes_on() {
     assert_eq!(other.header("ratelimit-remaining"), Some("99"));
 }
 
-#[tokio::test]
-async fn two_gateways_sharing_redis_share_one_budget() {
-    if !redis_available().await {
-        return;
-    }
-    let mut env = limited(Some("redis://127.0.0.1:6379"), &prefix());
-    env.push((PATIENT_REDIS.0.to_string(), PATIENT_REDIS.1.to_string()));
-    let (one, two) = (start(&env).await, start(&env).await);
-    let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
-    for _ in 0..10 {
-        assert_eq!(jwks(&a, None).await.status, 200);
-        assert_eq!(jwks(&b, None).await.status, 200);
-    }
-    assert_limited(&jwks(&a, None).await, 20);
-    assert_limited(&jwks(&b, None).await, 20);
-}
-
-#[tokio::test]
-async fn two_gateways_on_a_redis_cluster_share_one_budget() {
-    let Some(cluster) = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap() else {
-        return;
-    };
-    let mut env = limited(Some(&cluster.url()), &prefix());
+/// Two gateways on `redis_url` let one client 20 requests between them,
+/// and each refuses the 21st; their limiters are both on Redis.
+async fn two_gateways_share_one_budget(redis_url: &str) {
+    let mut env = limited(Some(redis_url), &prefix());
     env.push((PATIENT_REDIS.0.to_string(), PATIENT_REDIS.1.to_string()));
     let (one, two) = (start(&env).await, start(&env).await);
     let (a, b) = (Api::new(&one, Proto::Http1), Api::new(&two, Proto::Http1));
@@ -167,6 +148,21 @@ async fn two_gateways_on_a_redis_cluster_share_one_budget() {
         assert_eq!(health["rate_limiter"]["redis"], "up", "{health}");
         assert_eq!(health["rate_limiter"]["fallback_decisions"], 0, "{health}");
     }
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_share_one_budget() {
+    if redis_available().await {
+        two_gateways_share_one_budget("redis://127.0.0.1:6379").await;
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_on_a_redis_cluster_share_one_budget() {
+    let Some(cluster) = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap() else {
+        return;
+    };
+    two_gateways_share_one_budget(&cluster.url()).await;
 }
 
 #[tokio::test]

@@ -114,35 +114,33 @@ impl OwnPostgres {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let program = self.bin.join(tool);
-        let mut command = if rustix::process::geteuid().is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
-        let output = command
+        let output = self
+            .tool(tool)
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("the PostgreSQL tool runs");
         assert!(output.status.success(), "{tool} {args:?}: {output:?}");
     }
-}
 
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let data = self.data.display().to_string();
-        let program = self.bin.join("pg_ctl");
-        let mut command = if rustix::process::geteuid().is_root() {
+    /// One of the server's tools, run as postgres when this is root.
+    fn tool(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        if rustix::process::geteuid().is_root() {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(&program);
             command
         } else {
             Command::new(&program)
-        };
-        let _ = command
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self
+            .tool("pg_ctl")
             .args(["stop", "-D", &data, "-m", "immediate"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
