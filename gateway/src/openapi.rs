@@ -69,6 +69,15 @@ pub fn document(routes: &RouteTable, version: &str) -> Value {
             "parameters": parameters,
             "security": if anonymous { json!([]) } else { json!([{"bearer": []}]) },
         });
+        if let Some(field) = &route.session_cookie {
+            operation["description"] = json!(format!(
+                "With the request header `Fleet-Session: cookie` (a browser on the gateway's own origin), \
+                 `{field}` is kept in the `{}` cookie (HttpOnly, Secure, SameSite=Strict): an answer's value \
+                 goes there and the field is empty, an empty request field is filled from it, and a logout \
+                 or a 401 clears it.",
+                crate::session_cookie::COOKIE
+            ));
+        }
         if route.body == BodySpec::Whole {
             let schema = collect(&input, Direction::Request, &mut schemas);
             operation["requestBody"] = json!({

@@ -9,6 +9,7 @@ use std::{
 };
 
 mod answers;
+mod console;
 mod passthrough;
 mod rest;
 mod stream;
@@ -98,6 +99,9 @@ pub struct RequestContext {
     pub failure: Option<String>,
     /// Bytes of a passed-through request body so far.
     pub body_bytes: usize,
+    /// The request asked for the session cookie on a route that keeps one:
+    /// a 401 clears it.
+    pub session_cookie: bool,
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -261,6 +265,12 @@ impl Gateway {
                 self.respond(session, ctx, 200, Some("application/json"), &extra, body)
                     .await
             }
+            path if self.settings.console && (method == Method::GET || method == Method::HEAD) => {
+                match crate::console::find(path) {
+                    Some(asset) => self.console(session, ctx, asset).await,
+                    None => self.rest(session, ctx).await,
+                }
+            }
             _ => self.rest(session, ctx).await,
         }
     }
@@ -284,6 +294,7 @@ impl ProxyHttp for Gateway {
             span: tracing::Span::none(),
             failure: None,
             body_bytes: 0,
+            session_cookie: false,
         }
     }
 

@@ -127,6 +127,9 @@ pub struct Route {
     pub body: BodySpec,
     /// The status of a successful, non-empty answer.
     pub success_status: u16,
+    /// The string field kept in the session cookie for clients that ask
+    /// (`(fleet.api.v1.session_cookie)`).
+    pub session_cookie: Option<String>,
 }
 
 impl Route {
@@ -181,6 +184,7 @@ impl RouteTable {
             .context("the descriptor set lacks google.api.http")?;
         let status_ext = pool.get_extension_by_name("fleet.api.v1.success_status");
         let public_ext = pool.get_extension_by_name("fleet.api.v1.public");
+        let cookie_ext = pool.get_extension_by_name("fleet.api.v1.session_cookie");
         let mut routes = Vec::new();
         let mut edge = HashMap::new();
         let mut known = HashSet::new();
@@ -213,11 +217,22 @@ impl RouteTable {
                     .filter(|ext| options.has_extension(ext))
                     .and_then(|ext| options.get_extension(ext).as_u32())
                     .map_or(200, |s| u16::try_from(s).unwrap_or(200));
-                let first = route(&rpc, &rule, success_status)?;
+                let cookie = cookie_ext
+                    .as_ref()
+                    .filter(|ext| options.has_extension(ext))
+                    .and_then(|ext| options.get_extension(ext).as_str().map(str::to_string))
+                    .filter(|field| !field.is_empty());
+                if let Some(field) = &cookie {
+                    session_cookie_field(&rpc, field)?;
+                }
+                let mut first = route(&rpc, &rule, success_status)?;
+                first.session_cookie.clone_from(&cookie);
                 edge.insert(path, first.template.as_str().to_string());
                 routes.push(first);
                 for extra in &rule.additional_bindings {
-                    routes.push(route(&rpc, extra, success_status)?);
+                    let mut more = route(&rpc, extra, success_status)?;
+                    more.session_cookie.clone_from(&cookie);
+                    routes.push(more);
                 }
             }
         }
@@ -317,7 +332,33 @@ fn route(rpc: &MethodDescriptor, rule: &HttpRule, success_status: u16) -> anyhow
         rpc: rpc.clone(),
         body,
         success_status,
+        session_cookie: None,
     })
+}
+
+/// Checks that a session cookie's `field` is a string field of the RPC's
+/// request or answer (or both), and of neither as anything else.
+fn session_cookie_field(rpc: &MethodDescriptor, field: &str) -> anyhow::Result<()> {
+    let mut found = false;
+    for message in [rpc.input(), rpc.output()] {
+        if let Some(f) = message.get_field_by_name(field) {
+            if f.kind() != prost_reflect::Kind::String || f.is_list() {
+                bail!(
+                    "{}: session_cookie {field:?} is not a string field of {}",
+                    rpc.full_name(),
+                    message.full_name()
+                );
+            }
+            found = true;
+        }
+    }
+    if !found && rpc.output().fields().next().is_some() {
+        bail!(
+            "{}: session_cookie {field:?} is a field of neither its request nor its answer",
+            rpc.full_name()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -334,6 +375,41 @@ mod tests {
             RouteMatch::Found(route, bindings) => (route.rpc.name().to_string(), bindings),
             other => panic!("{method} {path}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_session_cookie_routes_are_those_the_contract_marks() {
+        let t = table();
+        let marked: Vec<(&str, Option<&str>)> = t
+            .routes()
+            .iter()
+            .filter(|r| r.session_cookie.is_some())
+            .map(|r| (r.rpc.name(), r.session_cookie.as_deref()))
+            .collect();
+        let token = Some("refresh_token");
+        assert_eq!(
+            marked,
+            [
+                ("Login", token),
+                ("LoginMfa", token),
+                ("Refresh", token),
+                ("Logout", token)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_session_cookie_must_name_a_string_field_of_the_request_or_answer() {
+        let pool = DescriptorPool::decode(fleet_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let auth = pool.get_service_by_name("fleet.auth.v1.AuthService").unwrap();
+        let rpc = |name: &str| auth.methods().find(|m| m.name() == name).unwrap();
+        session_cookie_field(&rpc("Refresh"), "refresh_token").unwrap();
+        // An empty answer (a logout) may clear a cookie it never names.
+        session_cookie_field(&rpc("Logout"), "refresh_token").unwrap();
+        let not_string = session_cookie_field(&rpc("Login"), "user").unwrap_err();
+        assert!(not_string.to_string().contains("not a string field"), "{not_string}");
+        let absent = session_cookie_field(&rpc("Login"), "nothing").unwrap_err();
+        assert!(absent.to_string().contains("neither"), "{absent}");
     }
 
     #[test]

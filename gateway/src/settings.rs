@@ -71,6 +71,8 @@ pub struct GatewaySettings {
     pub cache: CacheSettings,
     /// Probes of the dependencies.
     pub health: HealthSettings,
+    /// Serve the account console at `/` (its pages under `/console/`).
+    pub console: bool,
 }
 
 impl Default for GatewaySettings {
@@ -94,6 +96,7 @@ impl Default for GatewaySettings {
             rate_limit: RateLimitSettings::default(),
             cache: CacheSettings::default(),
             health: HealthSettings::default(),
+            console: true,
         }
     }
 }

@@ -127,6 +127,9 @@ impl Gateway {
             };
             extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static(error)));
         }
+        if problem.status == 401 && ctx.session_cookie {
+            extra.push((header::SET_COOKIE, crate::session_cookie::clear()));
+        }
         if let Some(secs) = problem.retry_after {
             extra.push((header::RETRY_AFTER, HeaderValue::from(secs)));
         }

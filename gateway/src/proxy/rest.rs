@@ -15,7 +15,7 @@ use crate::{
     cache::{CacheKey, Miss},
     problem::{self, Problem},
     routes::RouteMatch,
-    transcode,
+    session_cookie, transcode,
     upstream::metadata,
 };
 
@@ -91,6 +91,11 @@ impl Gateway {
         };
         ctx.endpoint = route.template.as_str().to_string();
         ctx.span.record("route", ctx.endpoint.as_str());
+        let cookie_field = route
+            .session_cookie
+            .as_deref()
+            .filter(|_| session_cookie::requested(&session.req_header().headers));
+        ctx.session_cookie = cookie_field.is_some();
         let authenticated = self.authenticate(session, ctx).await;
         if let Err(problem) = self.limit(ctx, route.template.as_str()).await {
             return self.problem(session, ctx, &problem).await;
@@ -152,10 +157,13 @@ impl Gateway {
         // A request that cannot be transcoded is never stored, so a hit
         // above never skips this check.
         let content_type = header_str(session, "content-type");
-        let message = match transcode::request_message(route, &bindings, query.as_deref(), content_type, body) {
+        let mut message = match transcode::request_message(route, &bindings, query.as_deref(), content_type, body) {
             Ok(message) => message,
             Err(problem) => return self.problem(session, ctx, &problem).await,
         };
+        if let Some(field) = cookie_field {
+            session_cookie::fill(&mut message, field, session_cookie::read(&session.req_header().headers));
+        }
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let forwarder = self.forwarder.header();
         let forwarder = forwarder.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -201,25 +209,32 @@ impl Gateway {
             )
             .instrument(call)
             .await;
-        match answer {
-            Ok(_) if transcode::is_empty_message(&route.rpc.output()) => {
-                self.respond(session, ctx, 204, None, &[], Bytes::new()).await
-            }
-            Ok(answer) => match transcode::response_json(&answer) {
-                Ok(json) => match (&cache_key, miss) {
-                    (Some(key), Some(miss)) if route.success_status == 200 => {
-                        self.store_and_respond(session, ctx, (key, &miss), json, bypass, in_flight)
-                            .await
-                    }
-                    _ => self.json(session, ctx, route.success_status, json).await,
-                },
-                Err(err) => {
-                    ctx.failure = Some(format!("encoding the answer of {grpc_path}: {err}"));
-                    self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
+        let mut answer = match answer {
+            Ok(answer) => answer,
+            Err(status) => return self.upstream_failed(session, ctx, &service, &grpc_path, &status).await,
+        };
+        let cookie = cookie_field.map(|field| (header::SET_COOKIE, session_cookie::after_success(&mut answer, field)));
+        let extra: Vec<_> = cookie.into_iter().collect();
+        if transcode::is_empty_message(&route.rpc.output()) {
+            return self.respond(session, ctx, 204, None, &extra, Bytes::new()).await;
+        }
+        match transcode::response_json(&answer) {
+            Ok(json) => match (&cache_key, miss) {
+                (Some(key), Some(miss)) if route.success_status == 200 => {
+                    self.store_and_respond(session, ctx, (key, &miss), json, bypass, in_flight)
+                        .await
+                }
+                _ => {
+                    let (status, json) = (route.success_status, Bytes::from(json));
+                    self.respond(session, ctx, status, Some("application/json"), &extra, json)
                         .await
                 }
             },
-            Err(status) => self.upstream_failed(session, ctx, &service, &grpc_path, &status).await,
+            Err(err) => {
+                ctx.failure = Some(format!("encoding the answer of {grpc_path}: {err}"));
+                self.problem(session, ctx, &Problem::new(500, "internal", "internal error"))
+                    .await
+            }
         }
     }
 

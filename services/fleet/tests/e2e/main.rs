@@ -5,6 +5,7 @@
 mod bluegreen;
 mod broker_users;
 mod cache;
+mod console;
 mod contract;
 mod early;
 mod edge;
