@@ -2,10 +2,10 @@
 Chromium (headless) through a newcomer's first session, checks every page
 with axe-core, and fails on any Content-Security-Policy violation.
 
-    console.py BASE_URL CHROMIUM AXE_JS SCREENSHOT_DIR ADMIN_EMAIL PASSWORD
+    console.py BASE_URL CHROMIUM AXE_JS SCREENSHOT_DIR ADMIN_EMAIL PASSWORD LIMITED_URL
 
 BASE_URL is a running fleet's gateway; ADMIN_EMAIL an administrator with
-PASSWORD. Prints one line per step; exits non-zero on the first failure.
+PASSWORD; LIMITED_URL a gateway that allows two logins an hour. Prints one line per step; exits non-zero on the first failure.
 """
 
 import io
@@ -24,7 +24,7 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
-BASE, CHROMIUM, AXE, SHOTS, ADMIN, PASSWORD = sys.argv[1:7]
+BASE, CHROMIUM, AXE, SHOTS, ADMIN, PASSWORD, LIMITED = sys.argv[1:8]
 SHOTS = Path(SHOTS)
 EMAIL = "grace@example.com"
 # Every wait is bounded: the whole run must end within the caller's deadline.
@@ -265,6 +265,19 @@ def main() -> None:
         row.get_by_role("button", name="Save").click()
         expect(desk.locator("#status")).to_contain_text("Grace Hopper: user, disabled")
         admin.close()
+
+        step("a 429 says when to try again")
+        limited = browser.new_context(ignore_https_errors=True)
+        limited.set_default_timeout(WAIT_MS)
+        elsewhere = limited.new_page()
+        elsewhere.goto(LIMITED + "/")
+        for attempt in range(3):
+            elsewhere.get_by_label("Email").fill("nobody@example.com")
+            elsewhere.get_by_label("Password").fill(f"wrong password {attempt}")
+            elsewhere.get_by_role("button", name="Log in").click()
+            expect(elsewhere.get_by_role("button", name="Log in")).to_be_enabled()
+        expect(elsewhere.locator("form .alert")).to_contain_text(re.compile(r"Too many requests\. Try again in \d+ seconds?\."))
+        limited.close()
 
         browser.close()
     print("console: every step passed")

@@ -200,6 +200,15 @@ async fn a_newcomer_uses_the_whole_console_in_a_real_browser() {
         return;
     };
     let fleet = Fleet::start().await;
+    let limited = Fleet::start_with(&[
+        ("FLEET_GATEWAY__RATE_LIMIT__ENABLED", "true"),
+        ("FLEET_GATEWAY__RATE_LIMIT__ROUTES__/api/v1/auth/login__LIMIT", "2"),
+        (
+            "FLEET_GATEWAY__RATE_LIMIT__ROUTES__/api/v1/auth/login__PERIOD_SECS",
+            "3600",
+        ),
+    ])
+    .await;
     let api = crate::harness::Api::new(&fleet, Proto::Http2);
     api.register("root@example.com", "Root").await;
     assert!(fleet.command(&["user", "promote", "root@example.com"]).status.success());
@@ -214,6 +223,7 @@ async fn a_newcomer_uses_the_whole_console_in_a_real_browser() {
         .arg(axe)
         .arg(&shots)
         .args(["root@example.com", PASSWORD])
+        .arg(limited.url(""))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(240), run)
