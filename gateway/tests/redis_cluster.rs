@@ -2,7 +2,9 @@
 //! a replica each, on loopback ports), reached as `redis+cluster://`:
 //! buckets whose keys land in different slots still decide together, two
 //! gateway replicas share every figure, and a master failing over to its
-//! replica in the middle loses and doubles nothing.
+//! replica in the middle loses and doubles nothing. Each test runs again on
+//! a cluster that speaks only TLS, reached as `rediss+cluster://` with a CA
+//! file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -70,8 +72,40 @@ async fn allowed(replicas: &[&RateLimiter], buckets: &[Bucket], n: usize) -> usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_shared_decided_together_across_slots_and_survive_a_failover() {
     let Some(cluster) = RedisCluster::start() else { return };
+    limits_on(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_on_a_cluster_over_tls() {
+    let Some(cluster) = RedisCluster::start_tls() else {
+        return;
+    };
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"));
+    // Without the CA file the nodes' certificate is not trusted.
+    let (without_ca, _) = url.split_once("/?cacertfile=").unwrap();
+    let untrusted = RedisLink::open(without_ca, Duration::from_secs(2)).unwrap();
+    assert!(untrusted.connection().await.is_err(), "an unknown CA was trusted");
+    limits_on(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_shared_and_emptied_on_a_cluster_through_a_failover() {
+    let Some(cluster) = RedisCluster::start() else { return };
+    cache_on(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_works_on_a_cluster_over_tls() {
+    let Some(cluster) = RedisCluster::start_tls() else {
+        return;
+    };
+    cache_on(&cluster).await;
+}
+
+async fn limits_on(cluster: &RedisCluster) {
     let prefix = format!("fleet-test:{}:", uuid::Uuid::now_v7().simple());
-    let (one, two) = (limiter(&cluster, &prefix), limiter(&cluster, &prefix));
+    let (one, two) = (limiter(cluster, &prefix), limiter(cluster, &prefix));
     let replicas = [&one, &two];
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
 
@@ -81,8 +115,8 @@ async fn limits_are_shared_decided_together_across_slots_and_survive_a_failover(
     let on_login = one.buckets(Some(user), ip, LOGIN);
     assert_eq!(on_login.len(), 2);
     assert_ne!(
-        redis_slot(&cluster, &format!("{prefix}{}", on_login[0].key)),
-        redis_slot(&cluster, &format!("{prefix}{}", on_login[1].key)),
+        cluster.slot(&format!("{prefix}{}", on_login[0].key)),
+        cluster.slot(&format!("{prefix}{}", on_login[1].key)),
         "the test needs the two buckets in different slots"
     );
     assert_eq!(
@@ -113,9 +147,7 @@ async fn limits_are_shared_decided_together_across_slots_and_survive_a_failover(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_is_shared_and_emptied_on_a_cluster_through_a_failover() {
-    let Some(cluster) = RedisCluster::start() else { return };
+async fn cache_on(cluster: &RedisCluster) {
     let settings = CacheSettings {
         key_prefix: format!("fleet-test:{}:", uuid::Uuid::now_v7().simple()),
         ..CacheSettings::default()
@@ -123,7 +155,7 @@ async fn the_cache_is_shared_and_emptied_on_a_cluster_through_a_failover() {
     let replica = || {
         ResponseCache::new(
             settings.clone(),
-            Some(link(&cluster)),
+            Some(link(cluster)),
             Arc::new(ManualClock::new(Utc::now())),
         )
     };
@@ -153,14 +185,4 @@ async fn the_cache_is_shared_and_emptied_on_a_cluster_through_a_failover() {
     let miss = two.get(&key).await.unwrap_err();
     two.put(&key, &miss, Bytes::from_static(b"second")).await;
     assert_eq!(replica().get(&key).await.unwrap().body, Bytes::from_static(b"second"));
-}
-
-/// `CLUSTER KEYSLOT key`, asked of the first node.
-fn redis_slot(cluster: &RedisCluster, key: &str) -> String {
-    let port = cluster.ports()[0].to_string();
-    let output = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port, "CLUSTER", "KEYSLOT", key])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }

@@ -166,6 +166,14 @@ async fn two_gateways_on_a_redis_cluster_share_one_budget() {
 }
 
 #[tokio::test]
+async fn two_gateways_on_a_redis_cluster_over_tls_share_one_budget() {
+    let Some(cluster) = tokio::task::spawn_blocking(RedisCluster::start_tls).await.unwrap() else {
+        return;
+    };
+    two_gateways_share_one_budget(&cluster.url()).await;
+}
+
+#[tokio::test]
 async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     // Untrusted peer: a spoofed header changes nothing.
     let fleet = start(&limited(None, &prefix())).await;

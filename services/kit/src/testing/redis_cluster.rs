@@ -1,11 +1,13 @@
 //! A real Redis Cluster for one test: three masters and a replica of each,
 //! `redis-server --cluster-enabled yes` on loopback ports, joined by
 //! `redis-cli --cluster create`, stopped when dropped. A test can fail a
-//! master over to its replica (`CLUSTER FAILOVER`) while it runs.
+//! master over to its replica (`CLUSTER FAILOVER`) while it runs. Started
+//! with [`RedisCluster::start_tls`], every node speaks only TLS, to clients
+//! and on the cluster bus, with a certificate made for the test.
 
 use std::{
     net::TcpListener,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
@@ -21,6 +23,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<(u16, Child)>,
+    /// The certificate (also the clients' CA file) when nodes speak TLS.
+    tls: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,21 +32,33 @@ impl RedisCluster {
     /// Starts and joins the cluster; `None` (the test skips) when
     /// `redis-server` is not installed and backends are not required.
     pub fn start() -> Option<RedisCluster> {
+        Self::launch(false)
+    }
+
+    /// The same cluster speaking only TLS (`rediss+cluster://`), with a
+    /// self-signed certificate for `127.0.0.1` that [`Self::url`] names as
+    /// the CA file.
+    pub fn start_tls() -> Option<RedisCluster> {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Option<RedisCluster> {
         if Command::new("redis-server").arg("--version").output().is_err() {
             assert!(!backends_required(), "redis-server is not installed");
             eprintln!("skipping: redis-server is not installed");
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
+        let tls = tls.then(|| certificate(dir.path()));
         let mut nodes = Vec::new();
         for _ in 0..MASTERS * 2 {
             let port = cluster_port();
-            nodes.push((port, spawn_node(dir.path(), port)));
+            nodes.push((port, spawn_node(dir.path(), port, tls.as_deref())));
         }
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, tls, _dir: dir };
         for (port, _) in &cluster.nodes {
             wait_until(&format!("node {port} answers"), || {
-                cli(*port, &["PING"]).is_ok_and(|o| o == "PONG")
+                cluster.cli(*port, &["PING"]).is_ok_and(|o| o == "PONG")
             });
         }
         let addresses: Vec<String> = cluster
@@ -51,6 +67,7 @@ impl RedisCluster {
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
         let created = Command::new("redis-cli")
+            .args(cluster.tls_args())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -63,10 +80,22 @@ impl RedisCluster {
         Some(cluster)
     }
 
-    /// `redis+cluster://` naming every node.
+    /// `redis+cluster://` naming every node, or `rediss+cluster://` with
+    /// the CA file.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")).collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        match &self.tls {
+            None => format!("redis+cluster://{}", hosts.join(",")),
+            Some(ca) => format!("rediss+cluster://{}/?cacertfile={}", hosts.join(","), ca.display()),
+        }
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        self.cli(self.nodes[0].0, &["CLUSTER", "KEYSLOT", key])
+            .expect("CLUSTER KEYSLOT")
+            .parse()
+            .expect("a slot")
     }
 
     /// The ports of the nodes.
@@ -76,12 +105,8 @@ impl RedisCluster {
 
     /// The port of the master that holds `key` now.
     pub fn master_of(&self, key: &str) -> u16 {
-        let port = self.nodes[0].0;
-        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])
-            .expect("CLUSTER KEYSLOT")
-            .parse()
-            .expect("a slot");
-        let nodes = cluster_nodes(port);
+        let slot = self.slot(key);
+        let nodes = self.cluster_nodes(self.nodes[0].0);
         let master = nodes
             .iter()
             .find(|n| n.master && n.slots.iter().any(|(from, to)| (*from..=*to).contains(&slot)))
@@ -94,14 +119,14 @@ impl RedisCluster {
     /// and the cluster is whole again. Returns the new master's port.
     pub fn fail_over(&self, key: &str) -> u16 {
         let master = self.master_of(key);
-        let nodes = cluster_nodes(master);
+        let nodes = self.cluster_nodes(master);
         let master_id = nodes.iter().find(|n| n.port == master).expect("the master").id.clone();
         let replica = nodes
             .iter()
             .find(|n| !n.master && n.master_id == master_id)
             .expect("the master's replica")
             .port;
-        let answer = cli(replica, &["CLUSTER", "FAILOVER"]).expect("CLUSTER FAILOVER");
+        let answer = self.cli(replica, &["CLUSTER", "FAILOVER"]).expect("CLUSTER FAILOVER");
         assert_eq!(answer, "OK", "CLUSTER FAILOVER on {replica}");
         wait_until(&format!("{replica} holds {key}"), || self.master_of(key) == replica);
         self.wait_settled();
@@ -112,17 +137,61 @@ impl RedisCluster {
     fn wait_settled(&self) {
         wait_until("the cluster settles", || {
             self.nodes.iter().all(|(port, _)| {
-                let ok = cli(*port, &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok"));
-                let nodes = cluster_nodes(*port);
+                let ok = self
+                    .cli(*port, &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"));
+                let nodes = self.cluster_nodes(*port);
                 let whole = nodes.iter().filter(|n| n.master && !n.slots.is_empty()).count() == MASTERS
                     && nodes.iter().filter(|n| !n.master && n.connected).count() == MASTERS;
                 // A replica is ready to take over once it has its master's data.
                 let synced = nodes.iter().any(|n| n.port == *port && n.master)
-                    || cli(*port, &["INFO", "replication"]).is_ok_and(|info| info.contains("master_link_status:up"));
+                    || self
+                        .cli(*port, &["INFO", "replication"])
+                        .is_ok_and(|info| info.contains("master_link_status:up"));
                 ok && whole && synced
             })
         });
     }
+
+    /// What `redis-cli` needs to reach a node: TLS with the CA file, or nothing.
+    fn tls_args(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .flat_map(|ca| ["--tls".to_string(), "--cacert".to_string(), ca.display().to_string()])
+            .collect()
+    }
+
+    /// `redis-cli -p port args…`, its answer trimmed.
+    fn cli(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("redis-cli")
+            .args(self.tls_args())
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| err.to_string())?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    fn cluster_nodes(&self, port: u16) -> Vec<Node> {
+        self.cli(port, &["CLUSTER", "NODES"])
+            .map(|text| parse_nodes(&text))
+            .unwrap_or_default()
+    }
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` (`cert.pem`,
+/// its key `key.pem`): every node's, and the CA file of every client.
+fn certificate(dir: &Path) -> PathBuf {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let certified = rcgen::generate_simple_self_signed(names).expect("a certificate");
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).expect("write the key");
+    cert
 }
 
 impl Drop for RedisCluster {
@@ -149,10 +218,29 @@ fn cluster_port() -> u16 {
     }
 }
 
-fn spawn_node(dir: &Path, port: u16) -> Child {
+fn spawn_node(dir: &Path, port: u16, tls: Option<&Path>) -> Child {
     let file = |name: &str| dir.join(format!("{name}-{port}")).display().to_string();
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    let mut command = Command::new("redis-server");
+    match tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some(cert) => {
+            let (cert, key) = (cert.display().to_string(), dir.join("key.pem").display().to_string());
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args([
+                    "--tls-cert-file",
+                    &cert,
+                    "--tls-key-file",
+                    &key,
+                    "--tls-ca-cert-file",
+                    &cert,
+                ])
+                .args(["--tls-auth-clients", "no"])
+        }
+    };
+    command
+        .args(["--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes", "--cluster-config-file", &file("nodes")])
         .args(["--cluster-node-timeout", "2000"])
         .args(["--dir", &dir.display().to_string(), "--save", "", "--appendonly", "no"])
@@ -162,20 +250,6 @@ fn spawn_node(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts")
-}
-
-/// `redis-cli -p port args…`, its answer trimmed.
-fn cli(port: u16, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| err.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// One line of `CLUSTER NODES`.
@@ -189,10 +263,7 @@ struct Node {
     slots: Vec<(u16, u16)>,
 }
 
-fn cluster_nodes(port: u16) -> Vec<Node> {
-    let Ok(text) = cli(port, &["CLUSTER", "NODES"]) else {
-        return Vec::new();
-    };
+fn parse_nodes(text: &str) -> Vec<Node> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
