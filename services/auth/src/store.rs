@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_kit::StorePool;
 use fleet_kit::{
     Db,
     events::new_event,
@@ -15,7 +16,7 @@ use fleet_kit::{
     time::to_timestamp,
 };
 use fleet_proto::events::v1::{Event, MfaBackupCodeUsed, MfaDisabled, PasswordChanged, SessionRevoked, event::Payload};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
 
 /// The component name on events.
@@ -446,7 +447,7 @@ pub fn auth_store(db: &Db) -> Arc<dyn AuthStore> {
 /// The SQL store, on either backend.
 #[derive(Debug, Clone)]
 pub struct SqlAuthStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pool: StorePool<DB>,
 }
 
 /// Ends failure streaks of `which`: `$1` user id, `$2` time.
@@ -987,8 +988,10 @@ macro_rules! sql_auth_store {
             }
 
             async fn backup_codes_left(&self, user_id: Uuid) -> anyhow::Result<u32> {
-                let mut conn = self.pool.acquire().await.context("connecting")?;
-                Self::count_backup_codes(&mut conn, user_id).await
+                // A transaction: behind a transaction-mode pooler a statement
+                // runs inside one (see fleet_kit::StorePool).
+                let mut tx = self.pool.begin().await.context("begin")?;
+                Self::count_backup_codes(&mut tx, user_id).await
             }
 
             async fn replace_backup_codes(

@@ -32,4 +32,4 @@ pub mod trace;
 
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use secret::Secret;
-pub use store::{Db, PoolSettings};
+pub use store::{Db, PoolSettings, StorePool};

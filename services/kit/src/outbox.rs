@@ -10,11 +10,15 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fleet_proto::events::v1::Event;
 use prost::Message;
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{clock::SharedClock, events::EventPublisher, store::Db};
+use crate::{
+    clock::SharedClock,
+    events::EventPublisher,
+    store::{Db, StorePool},
+};
 
 /// A connection that can take outbox rows inside its transaction.
 #[async_trait::async_trait]
@@ -67,7 +71,7 @@ macro_rules! outbox_sql {
         }
 
         #[async_trait::async_trait]
-        impl OutboxTable for Pool<$db> {
+        impl OutboxTable for StorePool<$db> {
             async fn pending(&self, limit: i64) -> anyhow::Result<Vec<Pending>> {
                 let rows: Vec<(Uuid, Vec<u8>)> =
                     sqlx::query_as("SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1")

@@ -6,11 +6,14 @@
 //! their native sqlx types (see [`Backend`]); the same contract tests run
 //! against each.
 
+mod pool;
+
 use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
+pub use pool::StorePool;
 use sqlx::{
-    Executor, Pool, Postgres, Sqlite,
+    Executor, Postgres, Sqlite,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
@@ -41,9 +44,9 @@ impl Backend for Sqlite {
 #[derive(Debug, Clone)]
 pub enum Db {
     /// PostgreSQL, with `search_path` set to the service's schema.
-    Postgres(Pool<Postgres>),
+    Postgres(StorePool<Postgres>),
     /// An embedded SQLite file.
-    Sqlite(Pool<Sqlite>),
+    Sqlite(StorePool<Sqlite>),
 }
 
 /// A service's migrations, one set per backend.
@@ -78,6 +81,12 @@ pub struct PoolSettings {
     /// `statement_timeout`; 504 at the gateway); 0, the default: no limit.
     /// It applies to migrations too, which a long index build may exceed.
     pub statement_timeout_ms: u64,
+    /// PostgreSQL is reached through a pooler that lends a server
+    /// connection per transaction (PgBouncer `pool_mode = transaction`):
+    /// every statement then runs in a transaction, each transaction opens
+    /// with no prepared statement and the schema and timeout (`SET
+    /// LOCAL`), and migrations run in one transaction (see [`StorePool`]).
+    pub transaction_pooling: bool,
 }
 
 impl Default for PoolSettings {
@@ -86,6 +95,7 @@ impl Default for PoolSettings {
             max_connections: 10,
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 0,
+            transaction_pooling: false,
         }
     }
 }
@@ -104,27 +114,41 @@ impl Db {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
-            // Set on each new connection by statements, not as startup
-            // parameters (`options`), which PgBouncer refuses. The schema
-            // name was checked above; identifiers cannot be bound.
-            let session = format!(
-                "SET search_path TO {schema}; SET statement_timeout = {}",
-                pool.statement_timeout_ms
-            );
             let settings = pool;
-            let pool = PgPoolOptions::new()
+            let builder = PgPoolOptions::new()
                 .max_connections(settings.max_connections.max(1))
-                .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)))
-                .after_connect(move |connection, _| {
-                    let session = session.clone();
-                    Box::pin(async move {
-                        connection.execute(sqlx::raw_sql(&session)).await?;
-                        Ok(())
+                .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)));
+            let pool = if settings.transaction_pooling {
+                let pool = builder
+                    .connect_with(options)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                let local = format!(
+                    "SET LOCAL search_path TO {schema}; SET LOCAL statement_timeout = {}",
+                    settings.statement_timeout_ms
+                );
+                StorePool::pinned(pool, &local)
+            } else {
+                // Set on each new connection by statements, not as startup
+                // parameters (`options`), which PgBouncer refuses. The schema
+                // name was checked above; identifiers cannot be bound.
+                let session = format!(
+                    "SET search_path TO {schema}; SET statement_timeout = {}",
+                    settings.statement_timeout_ms
+                );
+                let pool = builder
+                    .after_connect(move |connection, _| {
+                        let session = session.clone();
+                        Box::pin(async move {
+                            connection.execute(sqlx::raw_sql(&session)).await?;
+                            Ok(())
+                        })
                     })
-                })
-                .connect_with(options)
-                .await
-                .context("connecting to PostgreSQL")?;
+                    .connect_with(options)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                StorePool::new(pool)
+            };
             // The name was checked above; identifiers cannot be bound.
             let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
             if let Err(err) = sqlx::query(&create).execute(&pool).await {
@@ -151,7 +175,7 @@ impl Db {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("opening SQLite database {file}"))?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(StorePool::new(pool)))
         } else {
             bail!("unsupported database URL: expected postgres:// or sqlite://")
         }
@@ -161,13 +185,22 @@ impl Db {
     pub async fn migrate(&self, service: &Migrations) -> anyhow::Result<()> {
         let kit = kit_migrations();
         match self {
+            // Behind a transaction-mode pooler, one transaction holds the
+            // server connection (and the migrator's lock) throughout; each
+            // migration is a savepoint in it.
+            Db::Postgres(pool) if pool.is_pinned() => {
+                let mut tx = pool.begin().await.context("beginning the migrations")?;
+                run(kit.postgres, &mut *tx).await?;
+                run(clone_migrator(&service.postgres), &mut *tx).await?;
+                tx.commit().await.context("committing the migrations")
+            }
             Db::Postgres(pool) => {
-                run(kit.postgres, pool).await?;
-                run(clone_migrator(&service.postgres), pool).await
+                run(kit.postgres, pool.inner()).await?;
+                run(clone_migrator(&service.postgres), pool.inner()).await
             }
             Db::Sqlite(pool) => {
-                run(kit.sqlite, pool).await?;
-                run(clone_migrator(&service.sqlite), pool).await
+                run(kit.sqlite, pool.inner()).await?;
+                run(clone_migrator(&service.sqlite), pool.inner()).await
             }
         }
     }
@@ -206,14 +239,14 @@ fn clone_migrator(m: &Migrator) -> Migrator {
     }
 }
 
-async fn run<DB>(mut migrator: Migrator, pool: &Pool<DB>) -> anyhow::Result<()>
+async fn run<'a, A>(mut migrator: Migrator, to: A) -> anyhow::Result<()>
 where
-    DB: sqlx::Database,
-    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
 {
     // The kit's and the service's migrations share one history table.
     migrator.set_ignore_missing(true);
-    migrator.run(pool).await.context("running migrations")
+    migrator.run(to).await.context("running migrations")
 }
 
 /// The database URL of one service: its own if configured, else the shared

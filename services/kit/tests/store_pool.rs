@@ -28,6 +28,7 @@ async fn a_busy_pool_is_unavailable_and_a_long_statement_is_cancelled_at_its_tim
         max_connections: 1,
         acquire_timeout_ms: 200,
         statement_timeout_ms: 100,
+        transaction_pooling: false,
     };
     let db = Db::connect_with(&test_db.url, "pool_check", &settings).await.unwrap();
     assert_eq!(pool(&db).options().get_max_connections(), 1);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_kit::StorePool;
 use fleet_kit::{
     Db,
     events::new_event,
@@ -13,7 +14,7 @@ use fleet_kit::{
     store::{Backend, Migrations},
 };
 use fleet_proto::events::v1::{TransferExportCompleted, TransferImportCompleted, event::Payload};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
 
 /// The component name on events.
@@ -113,7 +114,7 @@ pub fn transfer_store(db: &Db) -> Arc<dyn TransferStore> {
 /// The SQL store, on either backend.
 #[derive(Debug, Clone)]
 pub struct SqlTransferStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pool: StorePool<DB>,
 }
 
 fn count(n: u64) -> i64 {

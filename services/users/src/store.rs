@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_kit::StorePool;
 use fleet_kit::{
     Db,
     events::new_event,
@@ -13,7 +14,7 @@ use fleet_kit::{
     store::{Backend, Migrations},
 };
 use fleet_proto::events::v1::{UserCreated, UserDeleted, UserUpdated, event::Payload};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
 
 use crate::domain::{DisplayName, Email, Role, Status};
@@ -152,7 +153,7 @@ pub fn user_store(db: &Db) -> Arc<dyn UserStore> {
 /// The SQL store, on either backend.
 #[derive(Debug, Clone)]
 pub struct SqlUserStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pool: StorePool<DB>,
 }
 
 const COLUMNS: &str = "id, email, display_name, role, status, version, created_at, updated_at";

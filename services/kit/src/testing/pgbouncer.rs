@@ -25,6 +25,12 @@ impl PgBouncer {
     /// `None` (the test skips) when it is not installed and backends are
     /// not required.
     pub fn start(pool_mode: &str) -> Option<PgBouncer> {
+        Self::start_with(pool_mode, 20)
+    }
+
+    /// The same with `pool_size` server connections per database and user:
+    /// fewer than the clients' connections makes every client share them.
+    pub fn start_with(pool_mode: &str, pool_size: u32) -> Option<PgBouncer> {
         let Ok(binary) = which("pgbouncer") else {
             assert!(!backends_required(), "pgbouncer is not installed");
             eprintln!("skipping: pgbouncer is not installed");
@@ -47,7 +53,7 @@ impl PgBouncer {
                 "[databases]\n* = host=127.0.0.1 port=5432\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {users}\npool_mode = {pool_mode}\n\
-                 max_client_conn = 200\ndefault_pool_size = 20\n\
+                 max_client_conn = 200\ndefault_pool_size = {pool_size}\n\
                  ignore_startup_parameters = extra_float_digits\n",
                 users = users.display()
             ),

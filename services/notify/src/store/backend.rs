@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_kit::StorePool;
 use fleet_kit::store::Backend;
 use serde_json::json;
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
 
 use super::{
@@ -20,11 +21,11 @@ mod queue;
 /// The SQL store, on either backend.
 #[derive(Debug, Clone)]
 pub struct SqlNotifyStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pool: StorePool<DB>,
 }
 
 impl<DB: sqlx::Database> SqlNotifyStore<DB> {
-    pub(super) fn new(pool: Pool<DB>) -> Self {
+    pub(super) fn new(pool: StorePool<DB>) -> Self {
         Self { pool }
     }
 }

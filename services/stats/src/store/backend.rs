@@ -5,13 +5,14 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_kit::StorePool;
 use fleet_kit::{
     events::{event_type, new_event},
     outbox::enqueue,
     store::Backend,
 };
 use fleet_proto::events::v1::{LoginFailed, LoginSucceeded, StatsProjected, UserCreated, event::Payload};
-use sqlx::{Pool, Postgres, QueryBuilder, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::{
@@ -26,11 +27,11 @@ use crate::{
 /// The SQL store, on either backend.
 #[derive(Debug, Clone)]
 pub struct SqlStatsStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pool: StorePool<DB>,
 }
 
 impl<DB: sqlx::Database> SqlStatsStore<DB> {
-    pub(super) fn new(pool: Pool<DB>) -> Self {
+    pub(super) fn new(pool: StorePool<DB>) -> Self {
         Self { pool }
     }
 }

@@ -1,0 +1,176 @@
+//! A store's connections, and how its statements reach PostgreSQL through a
+//! pooler in transaction mode (PgBouncer `pool_mode = transaction`,
+//! `database.transaction_pooling`).
+//!
+//! Such a pooler lends a server connection for one transaction at a time.
+//! Two things that hold across transactions then break: settings made once
+//! per connection (`search_path`, `statement_timeout`), and prepared
+//! statements (sqlx prepares and caches them per client connection, and
+//! parses a statement in one round trip and executes it in the next: two
+//! transactions when nothing holds them together). Pinned, a pool therefore
+//! runs every statement inside a transaction, and every transaction opens
+//! by forgetting the client's prepared statements, dropping whatever
+//! statements the lent server connection still holds (`DEALLOCATE ALL`:
+//! it is this transaction's alone), and applying the settings (`SET
+//! LOCAL`). A statement sent to the pool by itself gets a transaction of
+//! its own; a transaction the store begins is opened the same way. That
+//! costs up to three round trips per transaction, and only in that mode.
+
+use std::{fmt, ops::Deref, sync::Arc};
+
+use futures::{
+    StreamExt, TryStreamExt,
+    future::BoxFuture,
+    stream::{self, BoxStream},
+};
+use sqlx::{Connection, Database, Either, Error, Execute, Executor, Pool, Postgres, Sqlite, Transaction};
+
+/// A store's pool: the sqlx pool, and under transaction pooling the
+/// settings each transaction opens with.
+pub struct StorePool<DB: Database> {
+    pool: Pool<DB>,
+    /// `SET LOCAL …` for every transaction, when connections are lent per
+    /// transaction; `None` when each connection keeps its own settings.
+    pinned: Option<Arc<str>>,
+}
+
+impl<DB: Database> StorePool<DB> {
+    /// A pool whose connections keep their settings.
+    pub fn new(pool: Pool<DB>) -> Self {
+        Self { pool, pinned: None }
+    }
+
+    /// A pool behind a transaction-mode pooler: every transaction opens
+    /// with `settings` (`SET LOCAL` statements), after `DEALLOCATE ALL`.
+    pub fn pinned(pool: Pool<DB>, settings: &str) -> Self {
+        Self {
+            pool,
+            pinned: Some(format!("DEALLOCATE ALL; {settings}").into()),
+        }
+    }
+
+    /// Whether statements are wrapped in transactions of their own.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    /// The sqlx pool itself.
+    pub fn inner(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+impl<DB: Database> Clone for StorePool<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            pinned: self.pinned.clone(),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for StorePool<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorePool")
+            .field("pool", &self.pool)
+            .field("pinned", &self.pinned.is_some())
+            .finish()
+    }
+}
+
+impl<DB: Database> Deref for StorePool<DB> {
+    type Target = Pool<DB>;
+
+    fn deref(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+macro_rules! store_pool {
+    ($db:ty) => {
+        impl StorePool<$db> {
+            /// Begins a transaction with `statement` (`BEGIN …`); pinned, it
+            /// then starts from no prepared statement on either side and
+            /// applies the settings.
+            pub async fn begin_with(&self, statement: &'static str) -> Result<Transaction<'static, $db>, Error> {
+                let mut tx = self.pool.begin_with(statement).await?;
+                if let Some(settings) = &self.pinned {
+                    tx.clear_cached_statements().await?;
+                    (&mut *tx).execute(sqlx::raw_sql(settings)).await?;
+                }
+                Ok(tx)
+            }
+
+            /// Begins a transaction (see [`Self::begin_with`]).
+            pub async fn begin(&self) -> Result<Transaction<'static, $db>, Error> {
+                self.begin_with("BEGIN").await
+            }
+        }
+
+        impl<'p> Executor<'p> for &'p StorePool<$db> {
+            type Database = $db;
+
+            fn fetch_many<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxStream<'e, Result<Either<<$db as Database>::QueryResult, <$db as Database>::Row>, Error>>
+            where
+                'p: 'e,
+                E: 'q + Execute<'q, $db>,
+            {
+                if self.pinned.is_none() {
+                    return self.pool.fetch_many(query);
+                }
+                // Read whole inside the transaction, then handed out.
+                stream::once(async move {
+                    let mut tx = self.begin().await?;
+                    let results: Vec<_> = (&mut *tx).fetch_many(query).try_collect().await?;
+                    tx.commit().await?;
+                    Ok::<_, Error>(stream::iter(results.into_iter().map(Ok)))
+                })
+                .try_flatten()
+                .boxed()
+            }
+
+            fn fetch_optional<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxFuture<'e, Result<Option<<$db as Database>::Row>, Error>>
+            where
+                'p: 'e,
+                E: 'q + Execute<'q, $db>,
+            {
+                if self.pinned.is_none() {
+                    return self.pool.fetch_optional(query);
+                }
+                Box::pin(async move {
+                    let mut tx = self.begin().await?;
+                    let row = (&mut *tx).fetch_optional(query).await?;
+                    tx.commit().await?;
+                    Ok(row)
+                })
+            }
+
+            fn prepare_with<'e, 'q: 'e>(
+                self,
+                sql: &'q str,
+                parameters: &'e [<$db as Database>::TypeInfo],
+            ) -> BoxFuture<'e, Result<<$db as Database>::Statement<'q>, Error>>
+            where
+                'p: 'e,
+            {
+                self.pool.prepare_with(sql, parameters)
+            }
+
+            fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<sqlx::Describe<$db>, Error>>
+            where
+                'p: 'e,
+            {
+                self.pool.describe(sql)
+            }
+        }
+    };
+}
+
+store_pool!(Postgres);
+store_pool!(Sqlite);
