@@ -82,3 +82,15 @@ wrk_summary() {
     /Non-2xx/ { errors = $5 }
     END { printf "%s %.0f %.3f %.3f %d\n", key, rps, p50, p99, errors }'
 }
+
+# "queue...": deletes the RabbitMQ queues a run declared, each with its
+# `.dead` queue, when rabbitmqctl is at hand: a shared queue outlives its
+# consumers, and a quorum queue left behind keeps processes of its own.
+delete_queues() {
+  command -v rabbitmqctl >/dev/null || return 0
+  local queue
+  for queue in "$@"; do
+    timeout 30 rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+    timeout 30 rabbitmqctl -q delete_queue "$queue.dead" >/dev/null 2>&1 || true
+  done
+}

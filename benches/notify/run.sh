@@ -45,6 +45,7 @@ cleanup() {
   if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $database" postgres >/dev/null 2>&1 || true
+  delete_queues "bench.$$.notify" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -40,6 +40,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $database" postgres >/dev/null 2>&1 || true
+  delete_queues "bench.$$.stats" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

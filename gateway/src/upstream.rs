@@ -8,13 +8,17 @@
 //! background service's runtime, have channels of their own. When a probe
 //! created the shared channel, every request's call crossed to the probe
 //! thread and back.
+//!
+//! Each is a [`FreshChannel`]: renewed before the service ends the
+//! connection at its maximum age, a race that could fail a call sent at
+//! that moment.
 
 use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
+use fleet_kit::grpc::FreshChannel;
 use http::uri::PathAndQuery;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
-use tokio::sync::OnceCell;
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -30,10 +34,9 @@ pub struct Upstreams {
 
 #[derive(Debug)]
 struct Upstream {
-    url: String,
     authority: String,
-    channel: OnceCell<Channel>,
-    probe: OnceCell<Channel>,
+    channel: FreshChannel,
+    probe: FreshChannel,
 }
 
 impl Upstreams {
@@ -46,31 +49,38 @@ impl Upstreams {
                 .authority()
                 .map(|a| a.to_string())
                 .ok_or_else(|| anyhow::anyhow!("upstream URL {url} has no host"))?;
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| anyhow::anyhow!("upstream URL {url}: {e}"))?
+                .connect_timeout(Duration::from_secs(2));
             map.insert(
                 name,
                 Upstream {
-                    url,
                     authority,
-                    channel: OnceCell::new(),
-                    probe: OnceCell::new(),
+                    channel: FreshChannel::lazy(endpoint.clone()),
+                    probe: FreshChannel::lazy(endpoint),
                 },
             );
         }
         Ok(Self { services: map })
     }
 
-    /// The channel requests to a service go through; created lazily,
-    /// connecting on demand, on the runtime of its first caller.
+    /// The channel requests to a service go through now; created lazily,
+    /// connecting on demand, on the runtime of the call that needs it.
     pub async fn channel(&self, service: &str) -> Result<Channel, Status> {
         let upstream = self.upstream(service)?;
-        upstream.channel.get_or_try_init(|| upstream.connect()).await.cloned()
+        Ok(upstream.channel.channel())
     }
 
     /// A channel of its own for health probes of a service (see the module
     /// documentation).
     pub async fn probe_channel(&self, service: &str) -> Result<Channel, Status> {
         let upstream = self.upstream(service)?;
-        upstream.probe.get_or_try_init(|| upstream.connect()).await.cloned()
+        Ok(upstream.probe.channel())
+    }
+
+    /// How many channels requests to `service` have had (0: none yet).
+    pub fn channel_generation(&self, service: &str) -> u64 {
+        self.services.get(service).map_or(0, |u| u.channel.generation())
     }
 
     fn upstream(&self, service: &str) -> Result<&Upstream, Status> {
@@ -247,14 +257,6 @@ pub fn local(service: &str, status: Status) -> Status {
     local
 }
 
-impl Upstream {
-    async fn connect(&self) -> Result<Channel, Status> {
-        Endpoint::from_shared(self.url.clone())
-            .map(|e| e.connect_timeout(Duration::from_secs(2)).connect_lazy())
-            .map_err(|e| Status::internal(format!("bad upstream URL: {e}")))
-    }
-}
-
 /// A failed call for the log: its code, its message and what caused it.
 pub fn describe(status: &Status) -> String {
     let mut text = format!("{}: {}", fleet_kit::metrics::code_name(status.code()), status.message());
@@ -353,5 +355,22 @@ mod tests {
 
     fn local_unchanged(status: Status) -> Code {
         local("users", status).code()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_move_to_a_new_channel_before_the_service_ends_the_connection() {
+        let upstreams = Upstreams::new([("users".to_string(), "http://127.0.0.1:9".to_string())]).unwrap();
+        assert_eq!(upstreams.channel_generation("users"), 0, "none before the first call");
+        upstreams.channel("users").await.unwrap();
+        assert_eq!(upstreams.channel_generation("users"), 1);
+        tokio::time::advance(fleet_kit::grpc::CHANNEL_AGE - Duration::from_secs(1)).await;
+        upstreams.channel("users").await.unwrap();
+        assert_eq!(upstreams.channel_generation("users"), 1, "kept while young");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        upstreams.channel("users").await.unwrap();
+        assert_eq!(upstreams.channel_generation("users"), 2, "replaced at its age");
+        // Probes have channels of their own.
+        upstreams.probe_channel("users").await.unwrap();
+        assert_eq!(upstreams.channel_generation("users"), 2);
     }
 }

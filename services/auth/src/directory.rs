@@ -10,9 +10,10 @@ use fleet_proto::users::v1::{
 use tonic::{
     Code, Request, Status,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
 };
 use uuid::Uuid;
+
+use fleet_kit::grpc::FreshChannel;
 
 use crate::keys::TokenIssuer;
 
@@ -54,12 +55,12 @@ impl Interceptor for ServiceCredentials {
 /// The users service over gRPC.
 #[derive(Clone)]
 pub struct GrpcDirectory {
-    client: UsersServiceClient<InterceptedService<Channel, ServiceCredentials>>,
+    client: UsersServiceClient<InterceptedService<FreshChannel, ServiceCredentials>>,
 }
 
 impl GrpcDirectory {
     /// Talks to the users service behind `channel`.
-    pub fn new(channel: Channel, issuer: Arc<TokenIssuer>) -> Self {
+    pub fn new(channel: FreshChannel, issuer: Arc<TokenIssuer>) -> Self {
         Self {
             client: UsersServiceClient::with_interceptor(channel, ServiceCredentials { issuer }),
         }

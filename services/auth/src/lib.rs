@@ -23,6 +23,7 @@ use std::{sync::Arc, time::Duration as StdDuration};
 
 use anyhow::Context;
 use chrono::Duration;
+use fleet_kit::grpc::FreshChannel;
 use fleet_kit::{
     Db, SharedClock,
     events::EventPublisher,
@@ -37,7 +38,7 @@ use fleet_proto::{
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::broadcast};
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::Channel};
+use tonic::service::Routes;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -106,7 +107,7 @@ pub struct Deps {
     /// Tunables.
     pub settings: AuthSettings,
     /// The users service.
-    pub users: Channel,
+    pub users: FreshChannel,
     /// Revoked sessions, shared with this process's verifiers.
     pub revoked: RevokedSessions,
     /// Seals second-factor secrets (see [`MfaSettings::sealing_key`]).

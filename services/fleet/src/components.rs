@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use fleet_kit::grpc::FreshChannel;
 use fleet_kit::{
     Db, SharedClock, SystemClock,
     amqp::{self, AmqpPublisher, AmqpSettings, ForwardToBus, RecentIds, Subscription},
@@ -17,7 +18,7 @@ use fleet_kit::{
 use fleet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::{
     admin_http::{Phase, Readiness},
@@ -123,10 +124,12 @@ pub async fn open_store(config: &FleetConfig, component: Component) -> anyhow::R
     Ok(db)
 }
 
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid service URL {url}"))?
-        .connect_lazy())
+/// A channel to another service, renewed before the service ends its
+/// connection (see [`FreshChannel`]).
+fn channel(url: &str) -> anyhow::Result<FreshChannel> {
+    Ok(FreshChannel::lazy(
+        Endpoint::from_shared(url.to_string()).with_context(|| format!("invalid service URL {url}"))?,
+    ))
 }
 
 async fn bind(addr: SocketAddr, component: Component) -> anyhow::Result<TcpListener> {

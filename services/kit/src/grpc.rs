@@ -2,6 +2,10 @@
 //! and tonic-reflection, the authentication layer, a listener that was bound
 //! beforehand (tests bind port 0), and graceful shutdown.
 
+mod fresh;
+
+pub use fresh::{CHANNEL_AGE, FreshChannel};
+
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use crate::grpc::FreshChannel;
 use chrono::{DateTime, Utc};
 use fleet_proto::auth::v1::{ListRevokedSessionsRequest, auth_service_client::AuthServiceClient};
 use fleet_proto::events::v1::{Event, event::Payload};
@@ -19,7 +20,6 @@ use tokio::sync::{
     broadcast::{self, error::RecvError},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::time::from_timestamp;
@@ -45,7 +45,7 @@ pub trait RevocationSource: Send + Sync + 'static {
 
 /// Auth's `ListRevokedSessions`, over gRPC.
 #[derive(Debug, Clone)]
-pub struct GrpcRevocationSource(pub AuthServiceClient<Channel>);
+pub struct GrpcRevocationSource(pub AuthServiceClient<FreshChannel>);
 
 #[async_trait::async_trait]
 impl RevocationSource for GrpcRevocationSource {

@@ -10,7 +10,9 @@ use fleet_proto::auth::v1::{GetJwksRequest, Jwk, Jwks, auth_service_client::Auth
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use tonic::{Request, Status, transport::Channel};
+use tonic::{Request, Status};
+
+use crate::grpc::FreshChannel;
 use uuid::Uuid;
 
 use self::keyset::KeySet;
@@ -220,12 +222,12 @@ pub trait KeySource: Send + Sync + 'static {
 /// The auth service's `GetJwks`, over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcKeySource {
-    client: AuthServiceClient<Channel>,
+    client: AuthServiceClient<FreshChannel>,
 }
 
 impl GrpcKeySource {
     /// Fetches from the auth service behind `channel`.
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: FreshChannel) -> Self {
         Self {
             client: AuthServiceClient::new(channel),
         }

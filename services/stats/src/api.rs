@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
+use fleet_kit::grpc::FreshChannel;
 use fleet_kit::{
     SharedClock,
     error::{Violations, internal, invalid_argument},
@@ -22,7 +23,7 @@ use fleet_proto::{
     },
     users::v1::{GetMeRequest, users_service_client::UsersServiceClient},
 };
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::store::{ActivityQuery, EntryRow, MICROS_PER_DAY, StatsStore, instant, micros};
@@ -38,13 +39,13 @@ const DEFAULT_RANGE_DAYS: i64 = 30;
 #[derive(Clone)]
 pub struct StatsApi {
     store: Arc<dyn StatsStore>,
-    users: Channel,
+    users: FreshChannel,
     clock: SharedClock,
 }
 
 impl StatsApi {
     /// The service over `store`, asking `users` who is an administrator.
-    pub fn new(store: Arc<dyn StatsStore>, users: Channel, clock: SharedClock) -> Self {
+    pub fn new(store: Arc<dyn StatsStore>, users: FreshChannel, clock: SharedClock) -> Self {
         Self { store, users, clock }
     }
 

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
+use fleet_kit::grpc::FreshChannel;
 use fleet_kit::{Db, SharedClock, events::EventPublisher, outbox::OutboxRelay, token::TokenVerifier};
 use fleet_proto::stats::v1::stats_service_server::StatsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::Channel};
+use tonic::service::Routes;
 
 pub use api::StatsApi;
 pub use fleet_kit::feed::Feed;
@@ -61,7 +62,7 @@ pub struct Deps {
     /// Verifies callers' tokens.
     pub verifier: Arc<TokenVerifier>,
     /// The users service, which says who is an administrator.
-    pub users: Channel,
+    pub users: FreshChannel,
     /// Its settings.
     pub settings: StatsSettings,
     /// Where its figures are counted.

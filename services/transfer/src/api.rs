@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use fleet_kit::grpc::FreshChannel;
 use fleet_kit::{
     SharedClock,
     error::{Violations, internal, invalid_argument},
@@ -15,7 +16,7 @@ use fleet_proto::{
     transfer::v1::{ExportRequest, ImportRequest, ImportResult, transfer_service_server::TransferService},
     users::v1::{GetMeRequest, GetUserRequest, User, users_service_client::UsersServiceClient},
 };
-use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
 use uuid::Uuid;
 
 use crate::{
@@ -28,11 +29,11 @@ use crate::{
 #[derive(Clone)]
 pub struct Sources {
     /// The users service (profiles).
-    pub users: Channel,
+    pub users: FreshChannel,
     /// The auth service (sessions, second factors).
-    pub auth: Channel,
+    pub auth: FreshChannel,
     /// The stats service (the activity log).
-    pub stats: Channel,
+    pub stats: FreshChannel,
 }
 
 /// The transfer RPCs.

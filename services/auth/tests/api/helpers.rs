@@ -9,6 +9,7 @@ use fleet_kit::{
     Db,
     clock::ManualClock,
     events::{EventPublisher, InProcessBus},
+    grpc::FreshChannel,
     revocation::RevokedSessions,
     testing::{TcpRelay, TestBackend, TestDatabase, database},
     token::{GrpcKeySource, TokenSettings, TokenVerifier},
@@ -86,7 +87,7 @@ impl Stack {
         let shutdown = CancellationToken::new();
         let (users_listener, users_addr) = listener().await;
         let (auth_listener, auth_addr) = listener().await;
-        let lazy = |addr: SocketAddr| Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let lazy = |addr: SocketAddr| FreshChannel::lazy(Endpoint::from_shared(format!("http://{addr}")).unwrap());
 
         let verifier = Arc::new(TokenVerifier::new(
             TokenSettings::default(),
