@@ -59,20 +59,24 @@ async fn a_store_works_through_pgbouncer_with_its_schema_and_statement_timeout()
     for written in futures::future::join_all(writes).await {
         written.unwrap();
     }
-    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM bounced.notes")
-        .fetch_one(pool(&db))
-        .await
-        .unwrap();
-    assert_eq!(counted, 40);
-    let path: String = sqlx::query_scalar("SHOW search_path")
-        .fetch_one(pool(&db))
-        .await
-        .unwrap();
-    assert_eq!(path, "bounced");
+    settings_hold(&db, "bounced", 40).await;
+}
 
-    // The statement timeout holds through PgBouncer too.
+/// The service's schema holds `notes` rows written, `search_path` is the
+/// schema, and the statement timeout cancels a slow statement (504).
+async fn settings_hold(db: &Db, schema: &str, notes: i64) {
+    let counted: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.notes"))
+        .fetch_one(pool(db))
+        .await
+        .unwrap();
+    assert_eq!(counted, notes);
+    let path: String = sqlx::query_scalar("SHOW search_path")
+        .fetch_one(pool(db))
+        .await
+        .unwrap();
+    assert_eq!(path, schema);
     let slow = sqlx::query("SELECT pg_sleep(2)")
-        .execute(pool(&db))
+        .execute(pool(db))
         .await
         .map(|_| ())
         .context("a slow read");
@@ -157,25 +161,8 @@ async fn a_store_works_through_pgbouncer_in_transaction_pooling() {
     for written in futures::future::join_all(writes).await {
         written.unwrap();
     }
-    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM pooled.notes")
-        .fetch_one(pool(&db))
-        .await
-        .unwrap();
-    assert_eq!(counted, 200);
-    let path: String = sqlx::query_scalar("SHOW search_path")
-        .fetch_one(pool(&db))
-        .await
-        .unwrap();
-    assert_eq!(path, "pooled");
-
-    // The statement timeout holds in every transaction.
-    let slow = sqlx::query("SELECT pg_sleep(2)")
-        .execute(pool(&db))
-        .await
-        .map(|_| ())
-        .context("a slow read");
-    let err = slow.expect_err("cancelled at the statement timeout");
-    assert_eq!(internal(&err).code(), Code::DeadlineExceeded, "{err:#}");
+    settings_hold(&db, "pooled", 200).await;
+    // The statement timeout holds inside a store transaction too.
     let mut tx = pool(&db).begin().await.unwrap();
     let slow = sqlx::query("SELECT pg_sleep(2)").execute(&mut *tx).await;
     assert!(slow.is_err(), "cancelled inside a store transaction too");
