@@ -12,7 +12,7 @@ use fleet_kit::{
     Db,
     events::new_event,
     outbox::{OutboxConnection, enqueue},
-    store::{Backend, Migrations},
+    store::Migrations,
     time::to_timestamp,
 };
 use fleet_proto::events::v1::{Event, MfaBackupCodeUsed, MfaDisabled, PasswordChanged, SessionRevoked, event::Payload};
@@ -677,7 +677,7 @@ macro_rules! sql_auth_store {
                 at: DateTime<Utc>,
                 forget_before: DateTime<Utc>,
             ) -> anyhow::Result<bool> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 sqlx::query(
                     "DELETE FROM unknown_login_failures WHERE updated_at < $1 \
                      AND (locked_until IS NULL OR locked_until < $1)",
@@ -717,7 +717,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn emit(&self, events: &[Event], at: DateTime<Utc>) -> anyhow::Result<()> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 for event in events {
                     enqueue(&mut *tx, event, at).await?;
                 }
@@ -725,7 +725,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn start_session(&self, s: &NewSession, events: &[Event], at: DateTime<Utc>) -> anyhow::Result<()> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 sqlx::query(&clear_failures_sql(&[Counter::Password]))
                     .bind(s.user_id)
                     .bind(at)
@@ -765,7 +765,7 @@ macro_rules! sql_auth_store {
                 at: DateTime<Utc>,
                 tokens_expire_at: DateTime<Utc>,
             ) -> anyhow::Result<Rotation> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let spent: Option<(Uuid,)> = sqlx::query_as(
                     "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING session_id",
                 )
@@ -838,7 +838,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn revoke(&self, user_id: Uuid, which: Revoke, how: Revocation) -> anyhow::Result<Vec<Uuid>> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let ids = Self::revoke_in(&mut tx, user_id, which, &how).await?;
                 tx.commit().await.context("commit")?;
                 Ok(ids)
@@ -851,7 +851,7 @@ macro_rules! sql_auth_store {
                 keep: Uuid,
                 how: Revocation,
             ) -> anyhow::Result<Vec<Uuid>> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 sqlx::query(
                     "UPDATE credentials SET password_hash = $2, failed_count = 0, locked_until = NULL, updated_at = $3 \
                      WHERE user_id = $1",
@@ -877,7 +877,7 @@ macro_rules! sql_auth_store {
             }
 
             async fn forget_user(&self, user_id: Uuid, how: Revocation) -> anyhow::Result<Vec<Uuid>> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let ids = Self::revoke_in(&mut tx, user_id, Revoke::AllExcept(None), &how).await?;
                 for table in MFA_TABLES.iter().chain(&["credentials"]) {
                     sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
@@ -955,7 +955,7 @@ macro_rules! sql_auth_store {
                 events: &[Event],
                 at: DateTime<Utc>,
             ) -> anyhow::Result<bool> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let done = sqlx::query(
                     "UPDATE totp_factors SET enabled_at = $3, last_step = $2 \
                      WHERE user_id = $1 AND enabled_at IS NULL AND (last_step IS NULL OR last_step < $2)",
@@ -1001,7 +1001,7 @@ macro_rules! sql_auth_store {
                 keep: Uuid,
                 how: Revocation,
             ) -> anyhow::Result<Vec<Uuid>> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 Self::store_backup_codes(&mut tx, user_id, hashes, how.at).await?;
                 let ids = Self::revoke_in(&mut tx, user_id, Revoke::AllExcept(Some(keep)), &how).await?;
                 tx.commit().await.context("commit")?;
@@ -1015,7 +1015,7 @@ macro_rules! sql_auth_store {
                 confirmed_with: &str,
                 how: Revocation,
             ) -> anyhow::Result<Vec<Uuid>> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 for table in MFA_TABLES {
                     sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                         .bind(user_id)
@@ -1045,7 +1045,7 @@ macro_rules! sql_auth_store {
                 expires_at: DateTime<Utc>,
                 at: DateTime<Utc>,
             ) -> anyhow::Result<()> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1 AND (expires_at <= $2 OR consumed_at IS NOT NULL)")
                     .bind(user_id)
                     .bind(at)
@@ -1104,7 +1104,7 @@ macro_rules! sql_auth_store {
                 events: &[Event],
                 at: DateTime<Utc>,
             ) -> anyhow::Result<MfaOutcome> {
-                let mut tx = self.pool.begin_with(<$db as Backend>::BEGIN_WRITE).await.context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let claimed = sqlx::query(
                     "UPDATE mfa_challenges SET consumed_at = $3 \
                      WHERE token_hash = $1 AND user_id = $2 AND consumed_at IS NULL AND expires_at > $3",

@@ -11,13 +11,43 @@ mod pool;
 use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
-pub use pool::StorePool;
+pub use pool::{StorePool, WriteTx};
 use sqlx::{
     Executor, Postgres, Sqlite,
     migrate::Migrator,
+    pool::PoolOptions,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
+
+/// How long a connection may sit idle in the pool and still be lent without
+/// a round trip to check it. sqlx checks every connection as it goes back
+/// (a ping, on its way into the idle queue), so one lent again soon after
+/// is known to work; checking it again on the way out (sqlx's default,
+/// `test_before_acquire`) added a second round trip to every statement sent
+/// to the pool: for SQLite a hop to the connection's worker thread and
+/// back, for PostgreSQL one to the server. Past this, a connection may have
+/// been closed while it waited (a server restart, an idle timeout between
+/// here and the server), and it is checked first.
+pub const CHECKED_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether a connection idle for `idle_for` is checked before it is lent.
+pub fn check_before_lending(idle_for: Duration) -> bool {
+    idle_for >= CHECKED_IDLE
+}
+
+/// Pool options both backends share: connections are checked on their way
+/// out only when they have been idle (see [`CHECKED_IDLE`]).
+fn lending<DB: sqlx::Database>(options: PoolOptions<DB>) -> PoolOptions<DB> {
+    options.test_before_acquire(false).before_acquire(|connection, meta| {
+        Box::pin(async move {
+            if check_before_lending(meta.idle_for) {
+                sqlx::Connection::ping(connection).await?;
+            }
+            Ok(true)
+        })
+    })
+}
 
 /// What differs between the backends, for code written once for both.
 pub trait Backend: sqlx::Database {
@@ -115,7 +145,7 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
             let settings = pool;
-            let builder = PgPoolOptions::new()
+            let builder = lending(PgPoolOptions::new())
                 .max_connections(settings.max_connections.max(1))
                 .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)));
             let pool = if settings.transaction_pooling {
@@ -168,9 +198,9 @@ impl Db {
                 .context("invalid SQLite URL")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(pool::TURN_TIMEOUT)
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
+            let pool = lending(SqlitePoolOptions::new())
                 .max_connections(4)
                 .connect_with(options)
                 .await

@@ -7,12 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fleet_kit::StorePool;
-use fleet_kit::{
-    Db,
-    events::new_event,
-    outbox::enqueue,
-    store::{Backend, Migrations},
-};
+use fleet_kit::{Db, events::new_event, outbox::enqueue, store::Migrations};
 use fleet_proto::events::v1::{TransferExportCompleted, TransferImportCompleted, event::Payload};
 use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
@@ -144,7 +139,7 @@ macro_rules! sql_transfer_store {
             async fn complete_export(&self, id: Uuid, entries: u64, now: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self
                     .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .begin_write()
                     .await
                     .context("begin")?;
                 let record = sqlx::query_as::<_, ExportRecord>(
@@ -191,7 +186,7 @@ macro_rules! sql_transfer_store {
             async fn record_import(&self, import: &ImportRecord, now: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self
                     .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .begin_write()
                     .await
                     .context("begin")?;
                 sqlx::query(

@@ -7,12 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fleet_kit::StorePool;
-use fleet_kit::{
-    Db,
-    events::new_event,
-    outbox::enqueue,
-    store::{Backend, Migrations},
-};
+use fleet_kit::{Db, events::new_event, outbox::enqueue, store::Migrations};
 use fleet_proto::events::v1::{UserCreated, UserDeleted, UserUpdated, event::Payload};
 use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
@@ -181,11 +176,7 @@ macro_rules! sql_user_store {
         #[async_trait::async_trait]
         impl UserStore for SqlUserStore<$db> {
             async fn create(&self, new: NewUser, at: DateTime<Utc>) -> Result<UserRecord, StoreError> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let user: UserRecord = sqlx::query_as(&format!(
                     "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', 1, $5, $5) RETURNING {COLUMNS}"
                 ))
@@ -257,11 +248,7 @@ macro_rules! sql_user_store {
             }
 
             async fn update(&self, id: Uuid, patch: UserPatch, at: DateTime<Utc>) -> Result<UserRecord, StoreError> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let updated: Option<UserRecord> = sqlx::query_as(&format!(
                     "UPDATE users SET \
                         email = COALESCE($2, email), \
@@ -324,11 +311,7 @@ macro_rules! sql_user_store {
             }
 
             async fn delete(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)

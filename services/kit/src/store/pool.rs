@@ -15,8 +15,23 @@
 //! LOCAL`). A statement sent to the pool by itself gets a transaction of
 //! its own; a transaction the store begins is opened the same way. That
 //! costs up to three round trips per transaction, and only in that mode.
+//!
+//! Writes on SQLite wait their turn in the process, first come first served:
+//! a write transaction ([`StorePool::begin_write`]) before `BEGIN
+//! IMMEDIATE`, a statement sent alone for its effect (`execute`) before it
+//! runs. Reads never wait. A write sent alone through `fetch…` (`RETURNING`)
+//! does not queue, and meets the busy handler as before. SQLite
+//! lets one writer in at a time; a writer that finds the lock taken sleeps
+//! in its busy handler in growing steps (up to 100 ms) and retries, so under
+//! contention writers were let in in no order and some waited hundreds of
+//! milliseconds while the lock sat free. In a queue the next writer starts
+//! as soon as the one before it ends.
 
-use std::{fmt, ops::Deref, sync::Arc};
+use std::{
+    fmt,
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
 
 use futures::{
     StreamExt, TryStreamExt,
@@ -24,6 +39,14 @@ use futures::{
     stream::{self, BoxStream},
 };
 use sqlx::{Connection, Database, Either, Error, Execute, Executor, Pool, Postgres, Sqlite, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Backend;
+
+/// How long a write waits for its turn before it fails: as long as SQLite's
+/// busy handler waits for the lock (`Db::connect_with`), which the turn
+/// stands in front of for the process's own writers.
+pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A store's pool: the sqlx pool, and under transaction pooling the
 /// settings each transaction opens with.
@@ -32,20 +55,41 @@ pub struct StorePool<DB: Database> {
     /// `SET LOCAL …` for every transaction, when connections are lent per
     /// transaction; `None` when each connection keeps its own settings.
     pinned: Option<Arc<str>>,
+    /// The turn to write, for a backend that lets one writer in at a time.
+    writers: Arc<Semaphore>,
 }
 
 impl<DB: Database> StorePool<DB> {
     /// A pool whose connections keep their settings.
     pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool, pinned: None }
+        Self {
+            pool,
+            pinned: None,
+            writers: Arc::new(Semaphore::new(1)),
+        }
     }
 
     /// A pool behind a transaction-mode pooler: every transaction opens
     /// with `settings` (`SET LOCAL` statements), after `DEALLOCATE ALL`.
     pub fn pinned(pool: Pool<DB>, settings: &str) -> Self {
         Self {
-            pool,
             pinned: Some(format!("DEALLOCATE ALL; {settings}").into()),
+            ..Self::new(pool)
+        }
+    }
+
+    /// The process's turn to write, when `one_writer`: waited for first come
+    /// first served, for as long as SQLite's busy handler would have
+    /// waited for the lock ([`TURN_TIMEOUT`]).
+    async fn turn_to_write(&self, one_writer: bool) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        if !one_writer {
+            return Ok(None);
+        }
+        match tokio::time::timeout(TURN_TIMEOUT, self.writers.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => Ok(Some(turn)),
+            // The semaphore is never closed.
+            Ok(Err(_)) => Err(Error::PoolClosed),
+            Err(_) => Err(Error::PoolTimedOut),
         }
     }
 
@@ -65,7 +109,42 @@ impl<DB: Database> Clone for StorePool<DB> {
         Self {
             pool: self.pool.clone(),
             pinned: self.pinned.clone(),
+            writers: self.writers.clone(),
         }
+    }
+}
+
+/// A write transaction: the sqlx transaction, and on SQLite the process's
+/// turn to write, given back when it ends (commit, rollback or drop).
+/// Statements run on it as on the transaction (`&mut *tx`).
+pub struct WriteTx<DB: Database> {
+    tx: Transaction<'static, DB>,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+impl<DB: Database> WriteTx<DB> {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<DB: Database> Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
     }
 }
 
@@ -87,8 +166,17 @@ impl<DB: Database> Deref for StorePool<DB> {
 }
 
 macro_rules! store_pool {
-    ($db:ty) => {
+    ($db:ty, one_writer: $one_writer:expr) => {
         impl StorePool<$db> {
+            /// Begins a write transaction ([`Backend::BEGIN_WRITE`]), on a
+            /// backend with one writer at a time after waiting its turn in
+            /// the process (see the module's documentation).
+            pub async fn begin_write(&self) -> Result<WriteTx<$db>, Error> {
+                let turn = self.turn_to_write($one_writer).await?;
+                let tx = self.begin_with(<$db as Backend>::BEGIN_WRITE).await?;
+                Ok(WriteTx { tx, _turn: turn })
+            }
+
             /// Begins a transaction with `statement` (`BEGIN …`); pinned, it
             /// then starts from no prepared statement on either side and
             /// applies the settings.
@@ -109,6 +197,20 @@ macro_rules! store_pool {
 
         impl<'p> Executor<'p> for &'p StorePool<$db> {
             type Database = $db;
+
+            /// A statement run for its effect is taken for a write: on a
+            /// backend with one writer at a time it waits its turn, like
+            /// [`StorePool::begin_write`]. Reads (`fetch…`) never wait.
+            fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<<$db as Database>::QueryResult, Error>>
+            where
+                'p: 'e,
+                E: 'q + Execute<'q, $db>,
+            {
+                Box::pin(async move {
+                    let _turn = self.turn_to_write($one_writer).await?;
+                    self.execute_many(query).try_collect().await
+                })
+            }
 
             fn fetch_many<'e, 'q: 'e, E>(
                 self,
@@ -172,5 +274,5 @@ macro_rules! store_pool {
     };
 }
 
-store_pool!(Postgres);
-store_pool!(Sqlite);
+store_pool!(Postgres, one_writer: false);
+store_pool!(Sqlite, one_writer: true);

@@ -98,11 +98,7 @@ macro_rules! sql_notify_store {
             }
 
             async fn mark_read(&self, user_id: Uuid, id: Uuid, now: DateTime<Utc>) -> anyhow::Result<bool> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let marked = sqlx::query(
                     "UPDATE notifications SET read_us = $3 WHERE id = $1 AND user_id = $2 AND read_us IS NULL",
                 )
@@ -134,11 +130,7 @@ macro_rules! sql_notify_store {
             }
 
             async fn mark_all_read(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<u64> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let marked =
                     sqlx::query("UPDATE notifications SET read_us = $2 WHERE user_id = $1 AND read_us IS NULL")
                         .bind(user_id)
@@ -167,11 +159,7 @@ macro_rules! sql_notify_store {
             }
 
             async fn set_preferences(&self, user_id: Uuid, new: &NewPreferences) -> anyhow::Result<(Account, bool)> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 sqlx::query("INSERT INTO accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
                     .bind(user_id)
                     .execute(&mut *tx)

@@ -77,7 +77,7 @@ macro_rules! sql_stats_store {
             ) -> anyhow::Result<Vec<Recorded>> {
                 let mut tx = self
                     .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .begin_write()
                     .await
                     .context("begin")?;
                 // Whose entries may be kept: an erased user's never are.
@@ -218,7 +218,7 @@ macro_rules! sql_stats_store {
             async fn erase_user(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()> {
                 let mut tx = self
                     .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
+                    .begin_write()
                     .await
                     .context("begin")?;
                 sqlx::query(

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use fleet_kit::store::Backend;
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ macro_rules! sql_ingest {
         impl SqlNotifyStore<$db> {
             /// The accounts of `users` that notify knows.
             pub(super) async fn accounts_of(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 users: &[Uuid],
             ) -> anyhow::Result<HashMap<Uuid, Account>> {
                 let mut found = HashMap::new();
@@ -49,7 +48,7 @@ macro_rules! sql_ingest {
                         Option<i64>,
                     )> = select
                         .build_query_as()
-                        .fetch_all(&mut **tx)
+                        .fetch_all(&mut *tx)
                         .await
                         .context("reading accounts")?;
                     for r in rows {
@@ -76,7 +75,7 @@ macro_rules! sql_ingest {
 
             /// Writes drafts, their unread counts and their deliveries.
             pub(super) async fn write_drafts(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 drafts: &[&Draft],
                 accounts: &HashMap<Uuid, Account>,
                 email: bool,
@@ -100,7 +99,7 @@ macro_rules! sql_ingest {
                     insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
                     let rows: Vec<(Uuid,)> = insert
                         .build_query_as()
-                        .fetch_all(&mut **tx)
+                        .fetch_all(&mut *tx)
                         .await
                         .context("writing notifications")?;
                     inserted.extend(rows.into_iter().map(|(id,)| id));
@@ -128,7 +127,7 @@ macro_rules! sql_ingest {
                     );
                     upsert
                         .build()
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await
                         .context("counting unread notifications")?;
                 }
@@ -162,7 +161,7 @@ macro_rules! sql_ingest {
                     });
                     insert
                         .build()
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await
                         .context("queueing deliveries")?;
                 }
@@ -178,11 +177,7 @@ macro_rules! sql_ingest {
                 email: bool,
                 now: DateTime<Utc>,
             ) -> anyhow::Result<Ingested> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let mut users: Vec<Uuid> = plans
                     .iter()
                     .filter_map(|plan| match plan {

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use fleet_kit::store::Backend;
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
@@ -65,11 +64,7 @@ macro_rules! sql_delivery_queue {
                 lease_until: DateTime<Utc>,
                 limit: i64,
             ) -> anyhow::Result<Vec<Claimed>> {
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let rows: Vec<(Uuid, Uuid, String, String, i32)> = sqlx::query_as(<$db as Dialect>::CLAIM)
                     .bind(micros(now))
                     .bind(limit)
@@ -101,11 +96,7 @@ macro_rules! sql_delivery_queue {
                 now: DateTime<Utc>,
             ) -> anyhow::Result<Vec<Uuid>> {
                 let now_us = micros(now);
-                let mut tx = self
-                    .pool
-                    .begin_with(<$db as Backend>::BEGIN_WRITE)
-                    .await
-                    .context("begin")?;
+                let mut tx = self.pool.begin_write().await.context("begin")?;
                 let mut disable: BTreeMap<Uuid, String> = BTreeMap::new();
                 let mut healthy: HashSet<Uuid> = HashSet::new();
                 for a in attempts {
