@@ -25,7 +25,7 @@ fn pool(db: &Db) -> &sqlx::PgPool {
     let Db::Postgres(pool) = db else {
         panic!("not PostgreSQL")
     };
-    pool
+    pool.inner()
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ async fn every_read_of_the_feed_and_the_queue_uses_an_index() {
     fleet_notify::migrate(&db).await.unwrap();
     let Db::Postgres(pool) = &db else { panic!("PostgreSQL") };
     let user = Uuid::now_v7();
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.inner().acquire().await.unwrap();
     // Without this, a small table is always cheapest to scan.
     sqlx::query("SET enable_seqscan = off")
         .execute(&mut *conn)

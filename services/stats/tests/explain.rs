@@ -105,7 +105,7 @@ async fn every_read_of_the_activity_log_uses_an_index() {
         ("erase counts", sql::ERASE_DAYS, vec![Bind::Id(user)]),
         ("prune counts", sql::PRUNE_DAYS, vec![Bind::Int(30)]),
     ];
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.inner().acquire().await.unwrap();
     // Without this, a small table is always cheapest to scan.
     sqlx::query("SET enable_seqscan = off")
         .execute(&mut *conn)

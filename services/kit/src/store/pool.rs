@@ -49,7 +49,10 @@ use super::Backend;
 pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A store's pool: the sqlx pool, and under transaction pooling the
-/// settings each transaction opens with.
+/// settings each transaction opens with. It does not hand out the sqlx pool
+/// (no `Deref`): statements reach the store through its `Executor` and its
+/// transactions, where the rules above hold, and only [`StorePool::inner`]
+/// goes around them, by name.
 pub struct StorePool<DB: Database> {
     pool: Pool<DB>,
     /// `SET LOCAL …` for every transaction, when connections are lent per
@@ -98,7 +101,23 @@ impl<DB: Database> StorePool<DB> {
         self.pinned.is_some()
     }
 
-    /// The sqlx pool itself.
+    /// Connections open now, lent or idle.
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    /// Connections open and idle now.
+    pub fn num_idle(&self) -> usize {
+        self.pool.num_idle()
+    }
+
+    /// Closes every connection, once the lent ones come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The sqlx pool itself, for what goes around this pool's rules on
+    /// purpose (migrations, which bring their own transactions).
     pub fn inner(&self) -> &Pool<DB> {
         &self.pool
     }
@@ -154,14 +173,6 @@ impl<DB: Database> fmt::Debug for StorePool<DB> {
             .field("pool", &self.pool)
             .field("pinned", &self.pinned.is_some())
             .finish()
-    }
-}
-
-impl<DB: Database> Deref for StorePool<DB> {
-    type Target = Pool<DB>;
-
-    fn deref(&self) -> &Pool<DB> {
-        &self.pool
     }
 }
 
